@@ -1,0 +1,8 @@
+//! The `apiwatch` agent: everything that touches the outside world (capture files, live
+//! capture, output, configuration, the command line) around the pure stages in `crates/`.
+
+pub mod capture;
+pub mod engine;
+pub mod output;
+pub mod replay;
+pub mod summary;

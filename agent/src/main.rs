@@ -1,0 +1,145 @@
+//! The `apiwatch` command line.
+
+use anyhow::{Context, Result};
+use apiwatch::engine::EngineConfig;
+use apiwatch::replay::{replay, ReplayOptions};
+use apiwatch_model::RenderOptions;
+use clap::{Parser, Subcommand};
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+#[derive(Parser)]
+#[command(name = "apiwatch", version, about = "Passive API inventory and risk monitoring from HTTP traffic")]
+struct Cli {
+    #[command(subcommand)]
+    cmd: Cmd,
+}
+
+#[derive(Subcommand)]
+enum Cmd {
+    /// Read pcap/pcapng files (optionally gzipped) and write HTTP transactions as NDJSON.
+    Replay(ReplayArgs),
+    /// Benchmark helper: read every packet of a file and count bytes, with our reader or
+    /// libpcap, doing nothing else.
+    #[command(hide = true)]
+    ReadOnly {
+        #[arg(long, value_parser = ["mmap", "libpcap"], default_value = "mmap")]
+        reader: String,
+        file: PathBuf,
+    },
+}
+
+#[derive(clap::Args)]
+struct ReplayArgs {
+    /// Capture files, read in order as one capture (pcap or pcapng, optionally .gz).
+    #[arg(required = true)]
+    files: Vec<PathBuf>,
+    /// Write records here instead of stdout.
+    #[arg(short, long)]
+    output: Option<PathBuf>,
+    /// Write every counter as JSON to this file when done.
+    #[arg(long)]
+    stats: Option<PathBuf>,
+    /// Threads for flows and HTTP. 1 runs everything in one thread; 2 or more shard flows
+    /// across workers (the output is the same for a given count).
+    #[arg(long, default_value_t = 1)]
+    workers: usize,
+    /// Bytes of each body kept (content-decoded) for analyzers; 0 keeps none.
+    #[arg(long, default_value_t = 64 * 1024)]
+    body_sample_bytes: usize,
+    /// Largest start line plus headers accepted, in bytes.
+    #[arg(long, default_value_t = 64 * 1024)]
+    max_header_bytes: usize,
+    /// Most connections tracked at once.
+    #[arg(long, default_value_t = 200_000)]
+    max_flows: usize,
+    /// Out-of-order bytes buffered per direction of a connection.
+    #[arg(long, default_value_t = 512 * 1024)]
+    reassembly_flow_bytes: usize,
+    /// Out-of-order bytes buffered in all.
+    #[arg(long, default_value_t = 64 * 1024 * 1024)]
+    reassembly_total_bytes: usize,
+    /// Seconds without packets (packet time) after which a connection is closed.
+    #[arg(long, default_value_t = 300)]
+    flow_timeout: u64,
+    /// Skip TCP checksum verification (bad checksums are never dropped, only counted).
+    #[arg(long)]
+    no_checksum: bool,
+    /// Show credential header values in clear. For local debugging only.
+    #[arg(long)]
+    no_redact: bool,
+    /// No summary on stderr.
+    #[arg(short, long)]
+    quiet: bool,
+}
+
+fn main() -> ExitCode {
+    match run() {
+        Ok(code) => code,
+        Err(e) => {
+            eprintln!("apiwatch: error: {e:#}");
+            ExitCode::from(2)
+        }
+    }
+}
+
+fn run() -> Result<ExitCode> {
+    let cli = Cli::parse();
+    match cli.cmd {
+        Cmd::Replay(a) => {
+            let mut engine = EngineConfig::default();
+            engine.decoder.verify_checksums = !a.no_checksum;
+            engine.http.body_sample_bytes = a.body_sample_bytes;
+            engine.http.max_header_bytes = a.max_header_bytes.max(256);
+            engine.flow.max_flows = a.max_flows.max(1);
+            engine.flow.max_ooo_per_flow = a.reassembly_flow_bytes;
+            engine.flow.max_ooo_total = a.reassembly_total_bytes;
+            engine.flow.idle_timeout_ns = (a.flow_timeout.max(1) as i64).saturating_mul(1_000_000_000);
+            let opts = ReplayOptions {
+                files: a.files,
+                output: a.output,
+                engine,
+                render: RenderOptions { redact: !a.no_redact },
+                workers: a.workers,
+                progress: !a.quiet,
+            };
+            let report = replay(&opts)?;
+            if let Some(p) = &a.stats {
+                let json = serde_json::to_string_pretty(&report.stats)?;
+                std::fs::write(p, json + "\n").with_context(|| format!("cannot write {}", p.display()))?;
+            }
+            if !a.quiet {
+                eprint!("{}", apiwatch::summary::render(&report));
+            }
+            match report.error {
+                Some(e) => {
+                    eprintln!("apiwatch: error: {e:#}");
+                    eprintln!("apiwatch: everything before the damage was processed and written");
+                    Ok(ExitCode::from(1))
+                }
+                None => Ok(ExitCode::SUCCESS),
+            }
+        }
+        Cmd::ReadOnly { reader, file } => {
+            let start = std::time::Instant::now();
+            let (n, bytes) = if reader == "libpcap" {
+                apiwatch::capture::libpcap_read_all(&file)?
+            } else {
+                let cap = apiwatch::capture::CaptureFile::open(&file)?;
+                let mut n = 0u64;
+                let mut bytes = 0u64;
+                for p in apiwatch::capture::file::Reader::new(cap.bytes())
+                    .map_err(|e| anyhow::anyhow!("{}: {e}", file.display()))?
+                {
+                    let p = p.map_err(|e| anyhow::anyhow!("{}: {e}", file.display()))?;
+                    n += 1;
+                    bytes += p.data.len() as u64;
+                }
+                (n, bytes)
+            };
+            let secs = start.elapsed().as_secs_f64();
+            println!("{{\"reader\":\"{reader}\",\"packets\":{n},\"bytes\":{bytes},\"seconds\":{secs:.6}}}");
+            Ok(ExitCode::SUCCESS)
+        }
+    }
+}

@@ -1,0 +1,387 @@
+//! `apiwatch replay`: capture files through the pipeline to NDJSON.
+//!
+//! Two ways to run the same stages:
+//! - **inline** (`workers <= 1`): one thread reads, decodes, reassembles, parses and writes.
+//!   No channels, no copies: the fastest per core.
+//! - **sharded** (`workers >= 2`): the calling thread reads and decodes, and sends each TCP
+//!   segment (payload borrowed from the mapped file) to the worker that owns its flow
+//!   (hash of the connection's endpoints), in batches over bounded channels. Workers
+//!   reassemble, parse and render. An output thread merges what workers rendered, epoch by
+//!   epoch, ordered by the index of the packet that completed each record, so the output
+//!   does not depend on thread timing.
+
+use crate::capture::{file, CaptureFile};
+use crate::engine::{Decode, Engine, EngineConfig, Stats, Streams};
+use crate::output::NdjsonOutput;
+use anyhow::{anyhow, Result};
+use apiwatch_model::{RenderOptions, Transaction};
+use apiwatch_wire::{linktype, Checksum, TcpSegment};
+use crossbeam_channel::{bounded, Receiver, Sender};
+use std::collections::BTreeSet;
+use std::hash::{Hash, Hasher};
+use std::io::IsTerminal;
+use std::net::IpAddr;
+use std::path::PathBuf;
+use std::time::{Duration, Instant};
+
+pub struct ReplayOptions {
+    pub files: Vec<PathBuf>,
+    pub output: Option<PathBuf>,
+    pub engine: EngineConfig,
+    pub render: RenderOptions,
+    pub workers: usize,
+    /// Show a progress line on stderr (only when stderr is a terminal and input is large).
+    pub progress: bool,
+}
+
+/// What a replay did.
+pub struct ReplayReport {
+    pub stats: Stats,
+    pub records: u64,
+    pub input_bytes: u64,
+    pub elapsed: Duration,
+    /// The error that stopped reading, after everything before it was processed and written.
+    pub error: Option<anyhow::Error>,
+}
+
+pub fn replay(opts: &ReplayOptions) -> Result<ReplayReport> {
+    let mut out = NdjsonOutput::new(opts.output.as_deref(), opts.render.clone())?;
+    let start = Instant::now();
+    // Open every file up front: the sharded mode borrows payloads from all of them, and a
+    // missing file should fail before any work.
+    let mut caps = Vec::new();
+    let mut error = None;
+    for f in &opts.files {
+        match CaptureFile::open(f) {
+            Ok(c) => caps.push(c),
+            Err(e) => {
+                error = Some(e);
+                break;
+            }
+        }
+    }
+    let input_bytes: u64 = caps.iter().map(|c| c.bytes().len() as u64).sum();
+    let mut progress =
+        Progress::new(opts.progress && std::io::stderr().is_terminal() && input_bytes > 64 << 20, input_bytes);
+    let (stats, read_error) = if opts.workers <= 1 {
+        run_inline(&caps, &opts.engine, &mut out, &mut progress)?
+    } else {
+        run_sharded(&caps, &opts.engine, &opts.render, opts.workers, &mut out, &mut progress)?
+    };
+    out.flush()?;
+    progress.done();
+    Ok(ReplayReport { stats, records: out.records, input_bytes, elapsed: start.elapsed(), error: error.or(read_error) })
+}
+
+/// Iterate the packets of every file in order, stopping at the first format error.
+fn for_each_packet<'a>(
+    caps: &'a [CaptureFile],
+    progress: &mut Progress,
+    mut f: impl FnMut(file::Packet<'a>, u64) -> Result<()>,
+) -> Result<Option<anyhow::Error>> {
+    let mut idx = 0u64;
+    let mut done_bytes = 0u64;
+    let mut warned = BTreeSet::new();
+    for cap in caps {
+        let mut reader = match file::Reader::new(cap.bytes()) {
+            Ok(r) => r,
+            Err(e) => return Ok(Some(anyhow!("{}: {e}", cap.path.display()))),
+        };
+        loop {
+            match reader.next() {
+                None => break,
+                Some(Ok(p)) => {
+                    if !linktype::supported(p.linktype) && warned.insert(p.linktype) {
+                        eprintln!(
+                            "apiwatch: {}: link type {} is not supported; its packets are skipped and counted",
+                            cap.path.display(),
+                            p.linktype
+                        );
+                    }
+                    f(p, idx)?;
+                    idx += 1;
+                    if idx & 0xffff == 0 {
+                        progress.tick(done_bytes + reader.position());
+                    }
+                }
+                Some(Err(e)) => return Ok(Some(anyhow!("{}: {e}", cap.path.display()))),
+            }
+        }
+        done_bytes += cap.bytes().len() as u64;
+    }
+    Ok(None)
+}
+
+fn run_inline(
+    caps: &[CaptureFile],
+    cfg: &EngineConfig,
+    out: &mut NdjsonOutput,
+    progress: &mut Progress,
+) -> Result<(Stats, Option<anyhow::Error>)> {
+    let mut engine = Engine::new(cfg.clone());
+    let err = for_each_packet(caps, progress, |p, idx| {
+        engine.packet(p.linktype, p.data, p.orig_len, p.ts_ns, idx);
+        if engine.has_output() {
+            for tx in engine.drain() {
+                out.transaction(&tx)?;
+            }
+        }
+        Ok(())
+    })?;
+    engine.finish();
+    for tx in engine.drain() {
+        out.transaction(&tx)?;
+    }
+    Ok((engine.stats(), err))
+}
+
+// === sharded ===
+
+/// Packets per epoch: each worker gets one batch per epoch (possibly empty).
+const EPOCH: u64 = 4096;
+/// Batches in flight per worker.
+const CHANNEL_DEPTH: usize = 16;
+
+enum Payload<'a> {
+    Borrowed(&'a [u8]),
+    /// Reassembled from IP fragments: not in the file.
+    Owned(Vec<u8>),
+}
+
+/// A decoded segment detached from the decoder, to cross threads.
+struct Seg<'a> {
+    idx: u64,
+    ts: i64,
+    src: IpAddr,
+    dst: IpAddr,
+    sport: u16,
+    dport: u16,
+    seq: u32,
+    ack: u32,
+    flags: u8,
+    window: u16,
+    seg_len: u32,
+    checksum: Checksum,
+    tunnel_depth: u8,
+    payload: Payload<'a>,
+}
+
+struct Rendered {
+    text: String,
+    /// (sort key, end offset in `text`) per record.
+    marks: Vec<((u64, u64), usize)>,
+}
+
+fn shard_of(seg: &TcpSegment<'_>, n: usize) -> usize {
+    let (a, b) = ((seg.src, seg.sport), (seg.dst, seg.dport));
+    let (lo, hi) = if a <= b { (a, b) } else { (b, a) };
+    // A fixed hasher: the shard of a flow must not change between runs.
+    let mut h = std::collections::hash_map::DefaultHasher::new();
+    lo.hash(&mut h);
+    hi.hash(&mut h);
+    (h.finish() % n as u64) as usize
+}
+
+fn render_into(r: &mut Rendered, opts: &RenderOptions, tx: &Transaction, idx: u64) {
+    NdjsonOutput::render(opts, tx, &mut r.text);
+    // Records of the final flush (idx u64::MAX) are ordered by connection, as inline.
+    let tie = if idx == u64::MAX { tx.conn_id } else { 0 };
+    r.marks.push(((idx, tie), r.text.len()));
+}
+
+fn worker(rx: Receiver<Option<Vec<Seg<'_>>>>, tx: Sender<Rendered>, cfg: EngineConfig, opts: RenderOptions) -> Stats {
+    let mut streams = Streams::new(cfg.flow, cfg.http);
+    while let Ok(msg) = rx.recv() {
+        let mut r = Rendered { text: String::new(), marks: Vec::new() };
+        match msg {
+            Some(batch) => {
+                for s in &batch {
+                    let payload = match &s.payload {
+                        Payload::Borrowed(b) => b,
+                        Payload::Owned(v) => v.as_slice(),
+                    };
+                    let seg = TcpSegment {
+                        src: s.src,
+                        dst: s.dst,
+                        sport: s.sport,
+                        dport: s.dport,
+                        seq: s.seq,
+                        ack: s.ack,
+                        flags: s.flags,
+                        window: s.window,
+                        payload,
+                        seg_len: s.seg_len,
+                        checksum: s.checksum,
+                        tunnel_depth: s.tunnel_depth,
+                    };
+                    streams.segment(&seg, s.ts, s.idx);
+                    if streams.has_output() {
+                        for t in streams.drain() {
+                            render_into(&mut r, &opts, &t, s.idx);
+                        }
+                    }
+                }
+                if tx.send(r).is_err() {
+                    break;
+                }
+            }
+            None => {
+                streams.finish();
+                for t in streams.drain() {
+                    render_into(&mut r, &opts, &t, u64::MAX);
+                }
+                let _ = tx.send(r);
+                break;
+            }
+        }
+    }
+    let mut s = Stats::default();
+    streams.stats_into(&mut s);
+    s
+}
+
+fn run_sharded(
+    caps: &[CaptureFile],
+    cfg: &EngineConfig,
+    opts: &RenderOptions,
+    n: usize,
+    out: &mut NdjsonOutput,
+    progress: &mut Progress,
+) -> Result<(Stats, Option<anyhow::Error>)> {
+    let mut decode = Decode::new(cfg.decoder.clone());
+    let ranges: Vec<(usize, usize)> = caps.iter().map(|c| (c.bytes().as_ptr() as usize, c.bytes().len())).collect();
+    std::thread::scope(|scope| -> Result<(Stats, Option<anyhow::Error>)> {
+        let mut to_workers = Vec::new();
+        let mut from_workers = Vec::new();
+        let mut handles = Vec::new();
+        for _ in 0..n {
+            let (stx, srx) = bounded::<Option<Vec<Seg<'_>>>>(CHANNEL_DEPTH);
+            let (rtx, rrx) = bounded::<Rendered>(CHANNEL_DEPTH);
+            let (c, o) = (cfg.clone(), opts.clone());
+            handles.push(scope.spawn(move || worker(srx, rtx, c, o)));
+            to_workers.push(stx);
+            from_workers.push(rrx);
+        }
+        // Output thread: one Rendered per worker per epoch, merged in packet order.
+        let writer = scope.spawn(move || -> Result<()> {
+            'epochs: loop {
+                let mut parts = Vec::with_capacity(n);
+                for rx in &from_workers {
+                    match rx.recv() {
+                        Ok(r) => parts.push(r),
+                        Err(_) => break 'epochs,
+                    }
+                }
+                let mut order: Vec<((u64, u64), usize, usize, usize)> = Vec::new();
+                for (w, r) in parts.iter().enumerate() {
+                    let mut start = 0;
+                    for &(key, end) in &r.marks {
+                        order.push((key, w, start, end));
+                        start = end;
+                    }
+                }
+                order.sort_by_key(|&(key, w, start, _)| (key, w, start));
+                for (_, w, s, e) in order {
+                    out.raw(&parts[w].text.as_bytes()[s..e])?;
+                }
+            }
+            Ok(())
+        });
+
+        let mut batches: Vec<Vec<Seg<'_>>> = (0..n).map(|_| Vec::new()).collect();
+        let read_err = for_each_packet(caps, progress, |p, idx| {
+            if let Some(seg) = decode.frame(p.linktype, p.data, p.orig_len, p.ts_ns) {
+                let ptr = seg.payload.as_ptr() as usize;
+                let payload = match ranges.iter().position(|&(s, l)| ptr >= s && ptr + seg.payload.len() <= s + l) {
+                    Some(i) => {
+                        let off = ptr - ranges[i].0;
+                        Payload::Borrowed(&caps[i].bytes()[off..off + seg.payload.len()])
+                    }
+                    None => Payload::Owned(seg.payload.to_vec()),
+                };
+                let w = shard_of(&seg, n);
+                batches[w].push(Seg {
+                    idx,
+                    ts: p.ts_ns,
+                    src: seg.src,
+                    dst: seg.dst,
+                    sport: seg.sport,
+                    dport: seg.dport,
+                    seq: seg.seq,
+                    ack: seg.ack,
+                    flags: seg.flags,
+                    window: seg.window,
+                    seg_len: seg.seg_len,
+                    checksum: seg.checksum,
+                    tunnel_depth: seg.tunnel_depth,
+                    payload,
+                });
+            }
+            if (idx + 1) % EPOCH == 0 {
+                send_epoch(&mut batches, &to_workers)?;
+            }
+            Ok(())
+        });
+        // Whatever happened while reading, flush what was read.
+        let sent = send_epoch(&mut batches, &to_workers);
+        for tx in &to_workers {
+            let _ = tx.send(None);
+        }
+        drop(to_workers);
+        let mut stats = Stats::default();
+        decode.stats_into(&mut stats);
+        for h in handles {
+            let s = h.join().map_err(|_| anyhow!("a worker thread panicked"))?;
+            stats.merge(&s);
+        }
+        writer.join().map_err(|_| anyhow!("the output thread panicked"))??;
+        sent?;
+        Ok((stats, read_err?))
+    })
+}
+
+fn send_epoch<'a>(batches: &mut [Vec<Seg<'a>>], to: &[Sender<Option<Vec<Seg<'a>>>>]) -> Result<()> {
+    for (w, b) in batches.iter_mut().enumerate() {
+        to[w].send(Some(std::mem::take(b))).map_err(|_| anyhow!("worker {w} stopped"))?;
+    }
+    Ok(())
+}
+
+/// A one-line progress display on stderr.
+struct Progress {
+    on: bool,
+    total: u64,
+    start: Instant,
+    last: Instant,
+}
+
+impl Progress {
+    fn new(on: bool, total: u64) -> Self {
+        let now = Instant::now();
+        Progress { on, total, start: now, last: now }
+    }
+
+    fn tick(&mut self, done: u64) {
+        if !self.on || self.last.elapsed() < Duration::from_millis(250) {
+            return;
+        }
+        self.last = Instant::now();
+        let frac = done as f64 / self.total.max(1) as f64;
+        let width = 30;
+        let filled = ((frac * width as f64) as usize).min(width);
+        let secs = self.start.elapsed().as_secs_f64().max(1e-9);
+        eprint!(
+            "\r[{}{}] {:5.1}%  {:.2} Gbit/s  ",
+            "#".repeat(filled),
+            " ".repeat(width - filled),
+            frac * 100.0,
+            done as f64 * 8.0 / secs / 1e9
+        );
+    }
+
+    fn done(&mut self) {
+        if self.on {
+            eprint!("\r{}\r", " ".repeat(60));
+        }
+    }
+}

@@ -1,0 +1,82 @@
+//! The end-of-run summary on stderr, and peak memory.
+
+use crate::replay::ReplayReport;
+
+/// Peak resident set size of this process in bytes (Linux `VmHWM`), if known.
+pub fn peak_rss_bytes() -> Option<u64> {
+    let s = std::fs::read_to_string("/proc/self/status").ok()?;
+    let line = s.lines().find(|l| l.starts_with("VmHWM:"))?;
+    let kb: u64 = line.split_whitespace().nth(1)?.parse().ok()?;
+    Some(kb * 1024)
+}
+
+fn human_bytes(b: u64) -> String {
+    let b = b as f64;
+    if b >= 1e9 {
+        format!("{:.2} GB", b / 1e9)
+    } else if b >= 1e6 {
+        format!("{:.1} MB", b / 1e6)
+    } else if b >= 1e3 {
+        format!("{:.1} kB", b / 1e3)
+    } else {
+        format!("{b} B")
+    }
+}
+
+pub fn render(r: &ReplayReport) -> String {
+    let s = &r.stats;
+    let secs = r.elapsed.as_secs_f64().max(1e-9);
+    let p = &s.packets;
+    let h = &s.http;
+    let f = &s.flows;
+    let mut o = String::new();
+    use std::fmt::Write;
+    let _ = writeln!(
+        o,
+        "apiwatch replay: {} packets, {} in {:.2} s: {:.2} Gbit/s, {:.0} packets/s",
+        p.packets,
+        human_bytes(r.input_bytes),
+        secs,
+        r.input_bytes as f64 * 8.0 / secs / 1e9,
+        p.packets as f64 / secs
+    );
+    let _ = writeln!(
+        o,
+        "  transactions {} ({:.0}/s), records written {}, requests {}, responses {}, no response {}, no request {}",
+        h.transactions,
+        h.transactions as f64 / secs,
+        r.records,
+        h.requests,
+        h.responses,
+        h.no_response,
+        h.no_request
+    );
+    let _ = writeln!(
+        o,
+        "  flows {} (http {}, not http {}, midstream {}), tcp segments {}, bad checksums {}, tunneled {}",
+        f.flows_created, h.conns_http, h.conns_not_http, f.flows_midstream, p.tcp_segments, p.bad_checksums, p.tunneled
+    );
+    let _ = writeln!(
+        o,
+        "  gaps {} ({} bytes), retransmitted {} bytes, parse errors {}, resyncs {}, upgrades {}",
+        f.gaps, f.gap_bytes, f.bytes_retransmitted, h.parse_errors, h.resyncs, h.upgrades
+    );
+    let _ = writeln!(
+        o,
+        "  memcap drops: flows {}, reassembly {}+{} bytes, body samples {}, fragments {}; peak reassembly {}",
+        f.flows_dropped_table_full,
+        f.ooo_dropped_flow_cap,
+        f.ooo_dropped_global_cap,
+        h.samples_skipped_memcap,
+        s.defrag.dropped_table_full,
+        human_bytes(f.ooo_bytes_peak)
+    );
+    if !s.skipped.is_empty() {
+        let parts: Vec<String> = s.skipped.iter().map(|(k, v)| format!("{k} {v}")).collect();
+        let _ = writeln!(o, "  packets skipped: {}", parts.join(", "));
+    }
+    if let Some(rss) = peak_rss_bytes() {
+        let _ = writeln!(o, "  peak memory {}", human_bytes(rss));
+    }
+    o
+}

@@ -1,0 +1,435 @@
+//! The `transaction` record: one HTTP request paired with its response.
+
+use crate::json::JsonWriter;
+use crate::time::write_rfc3339_micros;
+use std::net::IpAddr;
+
+/// A byte range `[start, end)` into a [`MessageHead`]'s raw bytes.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Span {
+    pub start: u32,
+    pub end: u32,
+}
+
+/// The start line and header fields of one message, stored as one copy of the raw head
+/// plus spans into it (two allocations per message, whatever the header count).
+#[derive(Debug, Clone, Default)]
+pub struct MessageHead {
+    pub raw: Vec<u8>,
+    /// Request: method, target, version. Response: version, status code, reason.
+    pub line: [Span; 3],
+    pub headers: Vec<(Span, Span)>,
+}
+
+impl MessageHead {
+    pub fn get(&self, s: Span) -> &[u8] {
+        self.raw.get(s.start as usize..s.end as usize).unwrap_or(&[])
+    }
+
+    pub fn part(&self, i: usize) -> &[u8] {
+        self.get(self.line[i])
+    }
+
+    /// First header with this name (ASCII case-insensitive).
+    pub fn header(&self, name: &str) -> Option<&[u8]> {
+        self.headers.iter().find(|(n, _)| self.get(*n).eq_ignore_ascii_case(name.as_bytes())).map(|(_, v)| self.get(*v))
+    }
+
+    /// Every header as (name, value) byte slices, in order.
+    pub fn iter(&self) -> impl Iterator<Item = (&[u8], &[u8])> {
+        self.headers.iter().map(|(n, v)| (self.get(*n), self.get(*v)))
+    }
+}
+
+/// What we know of a message body.
+#[derive(Debug, Clone, Default)]
+pub struct Body {
+    /// Length of the body as the application sees it: de-chunked and, when the content
+    /// coding (gzip, deflate) was decoded, decompressed. Equal to `transfer_len` otherwise.
+    pub len: u64,
+    /// Length after transfer decoding (de-chunked), before content decoding.
+    pub transfer_len: u64,
+    /// Bytes the body took on the wire (chunk framing and trailers included).
+    pub wire_len: u64,
+    /// The first bytes of the body, content-decoded (gzip, deflate) when possible, bounded
+    /// by the configured sample size. Kept for analyzers; never rendered.
+    pub sample: Vec<u8>,
+    /// The body was longer than the sample.
+    pub sample_truncated: bool,
+    pub chunked: bool,
+}
+
+#[derive(Debug, Clone, Default)]
+pub struct Message {
+    pub head: MessageHead,
+    /// Bytes of the start line and headers, terminating blank line included.
+    pub head_len: u32,
+    pub body: Body,
+    /// Time of the first and of the last packet that carried this message.
+    pub ts_first: i64,
+    pub ts_last: i64,
+}
+
+impl Message {
+    pub fn content_type(&self) -> Option<&[u8]> {
+        self.head.header("content-type")
+    }
+}
+
+#[derive(Debug, Clone, Default)]
+pub struct Request {
+    pub msg: Message,
+}
+
+impl Request {
+    pub fn method(&self) -> &[u8] {
+        self.msg.head.part(0)
+    }
+    pub fn uri(&self) -> &[u8] {
+        self.msg.head.part(1)
+    }
+    pub fn version(&self) -> &[u8] {
+        self.msg.head.part(2)
+    }
+    /// The Host header, or the authority of an absolute-form target.
+    pub fn host(&self) -> Option<&[u8]> {
+        if let Some(h) = self.msg.head.header("host") {
+            return Some(h);
+        }
+        let uri = self.uri();
+        let rest = uri.strip_prefix(b"http://").or_else(|| uri.strip_prefix(b"https://"))?;
+        let end = rest.iter().position(|&c| c == b'/' || c == b'?').unwrap_or(rest.len());
+        Some(&rest[..end])
+    }
+}
+
+#[derive(Debug, Clone, Default)]
+pub struct Response {
+    pub msg: Message,
+    pub status: u16,
+    /// Status codes of interim (1xx) responses that came before this one.
+    pub interim: Vec<u16>,
+}
+
+impl Response {
+    pub fn version(&self) -> &[u8] {
+        self.msg.head.part(0)
+    }
+    pub fn reason(&self) -> &[u8] {
+        self.msg.head.part(2)
+    }
+}
+
+/// Things worth knowing about a transaction. Rendered as an array of names.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Flags(pub u32);
+
+macro_rules! flags {
+    ($($(#[$doc:meta])* $name:ident = $bit:expr, $text:literal;)*) => {
+        impl Flags {
+            $($(#[$doc])* pub const $name: Flags = Flags(1 << $bit);)*
+            /// Every flag with its rendered name, in rendering order.
+            pub const NAMES: &'static [(Flags, &'static str)] = &[$((Flags::$name, $text)),*];
+        }
+    };
+}
+
+flags! {
+    /// Bytes of this transaction are missing from the capture (either direction).
+    GAP = 0, "gap";
+    /// A message ended before its announced length (connection closed or capture ended).
+    TRUNCATED = 1, "truncated";
+    /// The request got no response before the connection ended.
+    NO_RESPONSE = 2, "no_response";
+    /// A response whose request was not seen (capture started midstream, or it was lost).
+    NO_REQUEST = 3, "no_request";
+    /// A message could not be parsed; the stream was resynchronized after it.
+    PARSE_ERROR = 4, "parse_error";
+    /// The connection was already open when the capture started.
+    MIDSTREAM = 5, "midstream";
+    /// The connection switched protocol (101, or CONNECT tunnel): what followed was skipped.
+    UPGRADE = 6, "upgrade";
+    /// Conflicting framing (Content-Length with Transfer-Encoding, or differing duplicate
+    /// Content-Length): a request smuggling sign.
+    AMBIGUOUS_LENGTH = 7, "ambiguous_length";
+    /// Content-Encoding could not be decoded for the body sample.
+    DECODE_ERROR = 8, "decode_error";
+    /// HTTP/0.9 simple request (no version, no headers).
+    HTTP09 = 9, "http09";
+    /// A header block was larger than the configured limit.
+    OVERSIZED_HEADERS = 10, "oversized_headers";
+    /// The request asked for 100-continue.
+    EXPECT_CONTINUE = 11, "expect_continue";
+    /// Some TCP segments of this transaction had bad checksums.
+    BAD_CHECKSUM = 12, "bad_checksum";
+}
+
+impl Flags {
+    pub fn has(self, f: Flags) -> bool {
+        self.0 & f.0 != 0
+    }
+    pub fn set(&mut self, f: Flags) {
+        self.0 |= f.0;
+    }
+    pub fn names(self) -> impl Iterator<Item = &'static str> {
+        Flags::NAMES.iter().filter(move |(f, _)| self.has(*f)).map(|(_, n)| *n)
+    }
+}
+
+/// One request/response exchange on a connection.
+#[derive(Debug, Clone)]
+pub struct Transaction {
+    /// Connection id, unique within a replay (capture index of its first packet).
+    pub conn_id: u64,
+    /// 1-based position of this transaction in its connection (Zeek's `trans_depth`).
+    pub trans_depth: u32,
+    pub client: (IpAddr, u16),
+    pub server: (IpAddr, u16),
+    pub request: Option<Request>,
+    pub response: Option<Response>,
+    pub flags: Flags,
+}
+
+/// How records are rendered.
+#[derive(Debug, Clone)]
+pub struct RenderOptions {
+    /// Mask credential-bearing header values. Only for local debugging should this be off.
+    pub redact: bool,
+}
+
+impl Default for RenderOptions {
+    fn default() -> Self {
+        RenderOptions { redact: true }
+    }
+}
+
+/// Headers whose values carry credentials and are masked by default.
+pub const SECRET_HEADERS: &[&str] = &[
+    "authorization",
+    "proxy-authorization",
+    "cookie",
+    "set-cookie",
+    "x-api-key",
+    "api-key",
+    "x-auth-token",
+    "x-access-token",
+    "x-amz-security-token",
+];
+
+impl Transaction {
+    /// Time of the transaction: first request packet, else first response packet.
+    pub fn ts(&self) -> i64 {
+        match (&self.request, &self.response) {
+            (Some(r), _) => r.msg.ts_first,
+            (None, Some(r)) => r.msg.ts_first,
+            (None, None) => 0,
+        }
+    }
+
+    /// Render as one JSON object (no newline).
+    pub fn render(&self, opts: &RenderOptions, out: &mut String) {
+        let mut w = JsonWriter::new(out);
+        w.begin_object();
+        w.key("kind");
+        w.str("transaction");
+        w.key("schema_version");
+        w.u64(crate::SCHEMA_VERSION as u64);
+        w.key("ts");
+        let mut ts = String::with_capacity(27);
+        write_rfc3339_micros(&mut ts, self.ts());
+        w.str(&ts);
+        w.key("conn_id");
+        w.u64(self.conn_id);
+        w.key("community_id");
+        w.str(&crate::community_id(self.client.0, self.client.1, self.server.0, self.server.1));
+        w.key("trans_depth");
+        w.u64(self.trans_depth as u64);
+        for (k, (ip, port)) in [("client", self.client), ("server", self.server)] {
+            w.key(k);
+            w.begin_object();
+            w.key("ip");
+            w.str(&ip.to_string());
+            w.key("port");
+            w.u64(port as u64);
+            w.end_object();
+        }
+        w.key("request");
+        match &self.request {
+            None => w.null(),
+            Some(r) => {
+                w.begin_object();
+                w.key("method");
+                w.bytes(r.method());
+                w.key("uri");
+                w.bytes(r.uri());
+                w.key("host");
+                match r.host() {
+                    Some(h) => w.bytes(h),
+                    None => w.null(),
+                }
+                w.key("version");
+                w.bytes(r.version());
+                message_fields(&mut w, &r.msg, opts);
+                w.end_object();
+            }
+        }
+        w.key("response");
+        match &self.response {
+            None => w.null(),
+            Some(r) => {
+                w.begin_object();
+                w.key("status");
+                w.u64(r.status as u64);
+                w.key("reason");
+                w.bytes(r.reason());
+                w.key("version");
+                w.bytes(r.version());
+                if !r.interim.is_empty() {
+                    w.key("interim_status");
+                    w.begin_array();
+                    for s in &r.interim {
+                        w.u64(*s as u64);
+                    }
+                    w.end_array();
+                }
+                message_fields(&mut w, &r.msg, opts);
+                w.end_object();
+            }
+        }
+        // Time to first response byte, and to the last one, from the first request byte.
+        let (lat, dur) = match (&self.request, &self.response) {
+            (Some(q), Some(r)) => (
+                Some(((r.msg.ts_first - q.msg.ts_first).max(0) / 1000) as u64),
+                Some(((r.msg.ts_last - q.msg.ts_first).max(0) / 1000) as u64),
+            ),
+            _ => (None, None),
+        };
+        w.key("latency_us");
+        match lat {
+            Some(v) => w.u64(v),
+            None => w.null(),
+        }
+        w.key("duration_us");
+        match dur {
+            Some(v) => w.u64(v),
+            None => w.null(),
+        }
+        w.key("flags");
+        w.begin_array();
+        for n in self.flags.names() {
+            w.str(n);
+        }
+        w.end_array();
+        w.end_object();
+    }
+}
+
+fn message_fields(w: &mut JsonWriter<'_>, m: &Message, opts: &RenderOptions) {
+    w.key("headers");
+    w.begin_array();
+    let mut masked = String::new();
+    for (name, value) in m.head.iter() {
+        w.begin_object();
+        w.key("name");
+        w.bytes(name);
+        w.key("value");
+        if opts.redact && is_secret(name) {
+            masked.clear();
+            mask_value(name, value, &mut masked);
+            w.bytes(masked.as_bytes());
+        } else {
+            w.bytes(value);
+        }
+        w.end_object();
+    }
+    w.end_array();
+    w.key("content_type");
+    match m.content_type() {
+        Some(c) => w.bytes(c),
+        None => w.null(),
+    }
+    w.key("content_encoding");
+    match m.head.header("content-encoding") {
+        Some(c) => w.bytes(c),
+        None => w.null(),
+    }
+    w.key("chunked");
+    w.bool(m.body.chunked);
+    w.key("header_len");
+    w.u64(m.head_len as u64);
+    w.key("body_len");
+    w.u64(m.body.len);
+    w.key("transfer_len");
+    w.u64(m.body.transfer_len);
+    w.key("wire_len");
+    w.u64(m.head_len as u64 + m.body.wire_len);
+}
+
+fn is_secret(name: &[u8]) -> bool {
+    SECRET_HEADERS.iter().any(|s| name.eq_ignore_ascii_case(s.as_bytes()))
+}
+
+/// Mask a credential header value, keeping what is safe and useful: the auth scheme,
+/// cookie names, Set-Cookie attributes.
+pub fn mask_value(name: &[u8], value: &[u8], out: &mut String) {
+    let text = String::from_utf8_lossy(value);
+    let lname = name.to_ascii_lowercase();
+    match lname.as_slice() {
+        b"authorization" | b"proxy-authorization" => match text.trim().split_once(' ') {
+            Some((scheme, _)) => {
+                out.push_str(scheme);
+                out.push_str(" ***");
+            }
+            None => out.push_str("***"),
+        },
+        b"cookie" => {
+            for (i, part) in text.split(';').enumerate() {
+                if i > 0 {
+                    out.push_str("; ");
+                }
+                match part.trim().split_once('=') {
+                    Some((n, _)) => {
+                        out.push_str(n);
+                        out.push_str("=***");
+                    }
+                    None => out.push_str("***"),
+                }
+            }
+        }
+        b"set-cookie" => {
+            let mut parts = text.split(';');
+            if let Some(first) = parts.next() {
+                match first.trim().split_once('=') {
+                    Some((n, _)) => {
+                        out.push_str(n);
+                        out.push_str("=***");
+                    }
+                    None => out.push_str("***"),
+                }
+            }
+            for attr in parts {
+                out.push(';');
+                out.push_str(attr);
+            }
+        }
+        _ => out.push_str("***"),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn masks_keep_scheme_and_names() {
+        let m = |n: &str, v: &str| {
+            let mut s = String::new();
+            mask_value(n.as_bytes(), v.as_bytes(), &mut s);
+            s
+        };
+        assert_eq!(m("Authorization", "Bearer eyJhbGciOi.x.y"), "Bearer ***");
+        assert_eq!(m("Cookie", "sid=abc; theme=dark"), "sid=***; theme=***");
+        assert_eq!(m("Set-Cookie", "sid=abc; Path=/; HttpOnly"), "sid=***; Path=/; HttpOnly");
+        assert_eq!(m("X-Api-Key", "k-123"), "***");
+    }
+}
