@@ -1,1 +1,141 @@
-fn main() {}
+//! `cargo xtask`: project automation.
+//!
+//! - `capture [--out DIR]`: make the test captures from real programs in network namespaces.
+//! - `bless`: write the expected output next to every capture in pcaps/.
+//! - `test`: the whole test suite, privileged parts included (what CI runs).
+//! - `bench [--quick]`: throughput and memory, against libpcap and tshark in the same run.
+//! - `fuzz [--seconds N]`: a short run of every fuzz target.
+
+mod bench;
+mod capture;
+mod damage;
+mod netns;
+
+use anyhow::{bail, Context, Result};
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+fn main() -> Result<()> {
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    let root = root();
+    std::env::set_current_dir(&root)?;
+    match args.first().map(String::as_str) {
+        Some("capture") => {
+            let out = flag_value(&args, "--out").map(PathBuf::from).unwrap_or_else(|| root.join("pcaps"));
+            capture::run(&root, &out)
+        }
+        Some("bless") => bless(&root),
+        Some("test") => test(&root),
+        Some("bench") => bench::run(&root, &args[1..]),
+        Some("fuzz") => {
+            let secs: u64 = flag_value(&args, "--seconds").map(|s| s.parse()).transpose()?.unwrap_or(20);
+            fuzz(&root, secs)
+        }
+        Some("damage") => damage::cli(&args[1..]),
+        _ => {
+            eprintln!("usage: cargo xtask <capture [--out DIR] | bless | test | bench [--quick] | fuzz [--seconds N]>");
+            std::process::exit(2)
+        }
+    }
+}
+
+pub fn root() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).parent().expect("xtask is inside the workspace").to_path_buf()
+}
+
+fn flag_value(args: &[String], flag: &str) -> Option<String> {
+    args.iter().position(|a| a == flag).and_then(|i| args.get(i + 1)).cloned()
+}
+
+/// Run a command, failing with its name on a non-zero exit.
+pub fn run(cmd: &mut Command) -> Result<()> {
+    let status = cmd.status().with_context(|| format!("cannot start {cmd:?}"))?;
+    if !status.success() {
+        bail!("{cmd:?} failed: {status}");
+    }
+    Ok(())
+}
+
+/// Build the release binary and return its path.
+pub fn release_binary(root: &Path) -> Result<PathBuf> {
+    run(Command::new("cargo").args(["build", "--release", "-q", "-p", "apiwatch"]).current_dir(root))?;
+    Ok(root.join("target/release/apiwatch"))
+}
+
+/// Captures in pcaps/ that have (or get) an expected output.
+pub fn capture_files(dir: &Path) -> Result<Vec<PathBuf>> {
+    let mut v: Vec<PathBuf> = std::fs::read_dir(dir)?
+        .filter_map(|e| e.ok().map(|e| e.path()))
+        .filter(|p| {
+            let n = p.file_name().and_then(|n| n.to_str()).unwrap_or("");
+            n.ends_with(".pcap") || n.ends_with(".pcapng") || n.ends_with(".pcap.gz")
+        })
+        .collect();
+    v.sort();
+    Ok(v)
+}
+
+pub fn expected_path(capture: &Path) -> PathBuf {
+    let name = capture.file_name().and_then(|n| n.to_str()).unwrap_or("x");
+    capture.with_file_name(format!("{name}.expected.jsonl"))
+}
+
+/// Write `<capture>.expected.jsonl` for every capture: what `apiwatch replay` writes now.
+/// Review the diff before committing it.
+fn bless(root: &Path) -> Result<()> {
+    let bin = release_binary(root)?;
+    for cap in capture_files(&root.join("pcaps"))? {
+        let out = Command::new(&bin).args(["replay", "-q"]).arg(&cap).output()?;
+        std::fs::write(expected_path(&cap), &out.stdout)?;
+        println!(
+            "blessed {} ({} records{})",
+            cap.display(),
+            out.stdout.iter().filter(|&&b| b == b'\n').count(),
+            if out.status.success() { String::new() } else { format!(", exit {}", out.status) }
+        );
+    }
+    Ok(())
+}
+
+/// The full test suite: unit and integration tests, then the privileged check that makes
+/// fresh captures from real programs and replays them.
+fn test(root: &Path) -> Result<()> {
+    run(Command::new("cargo").args(["test", "--workspace", "--all-targets"]).current_dir(root))?;
+    let ci = std::env::var("CI").map(|v| v == "true").unwrap_or(false);
+    match netns::available() {
+        Ok(()) => {
+            let dir = root.join("target/capture-check");
+            let _ = std::fs::remove_dir_all(&dir);
+            capture::run(root, &dir)?;
+            run(Command::new("cargo")
+                .args(["test", "-p", "apiwatch-tests", "--test", "pcaps", "--", "fresh_captures", "--nocapture"])
+                .env("APIWATCH_CAPTURE_DIR", &dir)
+                .current_dir(root))?;
+        }
+        Err(why) if ci => bail!("privileged capture tests cannot run under CI=true: {why}"),
+        Err(why) => println!("SKIPPED privileged capture tests: {why}"),
+    }
+    Ok(())
+}
+
+fn fuzz(root: &Path, secs: u64) -> Result<()> {
+    let have = Command::new("cargo").args(["fuzz", "--version"]).output().map(|o| o.status.success()).unwrap_or(false);
+    if !have {
+        run(Command::new("cargo").args(["install", "cargo-fuzz", "--locked"]))?;
+    }
+    for target in ["decode", "reassemble", "http", "capture_file"] {
+        let corpus = root.join("fuzz/corpus").join(target);
+        std::fs::create_dir_all(&corpus)?;
+        println!("fuzzing {target} for {secs} s");
+        run(Command::new("rustup").args(["run", "nightly", "true"]).current_dir(root)).ok();
+        let mut cmd = Command::new("cargo");
+        cmd.env("RUSTC_BOOTSTRAP", "1")
+            .args(["fuzz", "run", target])
+            .arg(&corpus)
+            .arg(root.join("fuzz/seeds").join(target))
+            .args(["--", &format!("-max_total_time={secs}")])
+            .current_dir(root);
+        run(&mut cmd)?;
+    }
+    Ok(())
+}

@@ -47,10 +47,12 @@ pub(crate) struct Half {
     fin_seq: Option<u32>,
     fin_queued: bool,
     pub fin_delivered: bool,
+    /// Packets in a row for which [`Half::hole_acked`] held.
+    pub hole_strikes: u8,
 }
 
 impl Half {
-    fn rel(&self, seq: u32) -> i64 {
+    pub fn rel(&self, seq: u32) -> i64 {
         seq.wrapping_sub(self.next_seq) as i32 as i64
     }
 
@@ -140,11 +142,11 @@ impl Half {
                 return Push::Retransmit(data.len());
             }
             let (flow_cap, global_cap) = caps;
-            let mut result = Push::OutOfOrder;
+            let result = Push::OutOfOrder;
             if self.ooo_bytes + data.len() > flow_cap || *ooo_total + data.len() > global_cap {
                 // No room: give up on holes until this segment is in order, then take it.
                 let flushed = self.ooo_bytes;
-                result = if self.ooo_bytes + data.len() > flow_cap {
+                let result = if self.ooo_bytes + data.len() > flow_cap {
                     Push::DroppedFlowCap(flushed)
                 } else {
                     Push::DroppedGlobalCap(flushed)
@@ -170,13 +172,6 @@ impl Half {
             self.ooo.insert(pos, Seg { seq, data: data.to_vec() });
             self.ooo_bytes += data.len();
             *ooo_total += data.len();
-            if self.hole_acked() {
-                self.give_up_hole_until(None, ooo_total, out);
-            }
-            result = match result {
-                Push::OutOfOrder => Push::OutOfOrder,
-                r => r,
-            };
             self.check_fin(out);
             return result;
         };

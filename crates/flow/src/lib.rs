@@ -82,7 +82,11 @@ pub trait Handler {
     /// Per-connection state, owned by the flow table.
     type Conn;
     fn open(&mut self, info: &ConnInfo, ts: i64) -> Self::Conn;
-    fn data(&mut self, conn: &mut Self::Conn, info: &ConnInfo, dir: Dir, data: &[u8], ts: i64);
+    /// Bytes of the stream in `dir`, in order. `peer_acked` is the offset in the opposite
+    /// stream that the segment carrying these bytes acknowledged (how much of the other
+    /// side the sender had received), when known: it lets the HTTP layer pair responses
+    /// with requests after losses.
+    fn data(&mut self, conn: &mut Self::Conn, info: &ConnInfo, dir: Dir, data: &[u8], ts: i64, peer_acked: Option<u64>);
     /// `len` bytes of the stream are missing before the next `data`.
     fn gap(&mut self, conn: &mut Self::Conn, info: &ConnInfo, dir: Dir, len: u64, ts: i64);
     /// The stream in `dir` ended (FIN) after everything before it was delivered.
@@ -393,12 +397,18 @@ impl<H: Handler> FlowTable<H> {
             self.ensure_open(f, side, seg.payload, h);
         }
 
-        // ACK from this side may reveal a hole in the other direction.
         if seg.has(tcpflags::ACK) {
             let other = 1 - side;
             f.halves[other].note_peer_ack(seg.ack);
-            if f.halves[other].hole_acked() {
-                self.push_events(f, other, ts, h, |half, t| half.give_up_first_hole(t));
+            // Data that acknowledges bytes of the other direction was sent after them: if
+            // those bytes sit behind a hole, the hole is lost for good, and they must reach
+            // the handler before this data (a response after its request).
+            if !seg.payload.is_empty() {
+                let mut guard = 0;
+                while f.halves[other].hole_acked() && guard < 64 {
+                    guard += 1;
+                    self.push_events(f, other, ts, h, |half, t| half.give_up_first_hole(t));
+                }
             }
         }
 
@@ -415,9 +425,27 @@ impl<H: Handler> FlowTable<H> {
             Push::DroppedGlobalCap(n) => self.stats.ooo_dropped_global_cap += n as u64,
             Push::InOrder | Push::Nothing => {}
         }
-        self.deliver(f, side, seg.payload, &mut out, ts, h);
+        let other = &f.halves[1 - side];
+        let peer_acked = (seg.has(tcpflags::ACK) && other.synced)
+            .then(|| (other.delivered as i64 + other.rel(seg.ack)).max(0) as u64);
+        self.deliver(f, side, seg.payload, &mut out, ts, h, peer_acked);
         self.scratch = out;
 
+        // A hole the receiver acknowledged will not be filled: the capture lost those
+        // bytes. Wait a few packets before giving it up, as captures merged from several
+        // queues (`-i any`, SPAN of both directions) can show an ACK a little before the
+        // data it acknowledges.
+        for s in 0..2 {
+            if f.halves[s].hole_acked() {
+                f.halves[s].hole_strikes += 1;
+                if f.halves[s].hole_strikes >= HOLE_STRIKES {
+                    f.halves[s].hole_strikes = 0;
+                    self.push_events(f, s, ts, h, |half, t| half.give_up_first_hole(t));
+                }
+            } else {
+                f.halves[s].hole_strikes = 0;
+            }
+        }
         if seg.has(tcpflags::RST) {
             self.finish(f, CloseReason::Rst, ts, h);
             return Keep::Yes;
@@ -430,7 +458,17 @@ impl<H: Handler> FlowTable<H> {
 
     /// Hand the events a half produced to the handler. `Ev::Data` without bytes refers to
     /// the current segment's payload slice (the zero-copy in-order path).
-    fn deliver(&mut self, f: &mut Flow<H::Conn>, side: usize, cur: &[u8], evs: &mut Vec<half::Ev>, ts: i64, h: &mut H) {
+    #[allow(clippy::too_many_arguments)]
+    fn deliver(
+        &mut self,
+        f: &mut Flow<H::Conn>,
+        side: usize,
+        cur: &[u8],
+        evs: &mut Vec<half::Ev>,
+        ts: i64,
+        h: &mut H,
+        peer_acked: Option<u64>,
+    ) {
         if evs.is_empty() {
             return;
         }
@@ -449,12 +487,12 @@ impl<H: Handler> FlowTable<H> {
                 half::Ev::Cur(start) => {
                     let d = &cur[start..];
                     self.stats.bytes_delivered += d.len() as u64;
-                    h.data(conn, info, dir, d, ts);
+                    h.data(conn, info, dir, d, ts, peer_acked);
                 }
                 half::Ev::Owned(buf, start) => {
                     let d = &buf[start..];
                     self.stats.bytes_delivered += d.len() as u64;
-                    h.data(conn, info, dir, d, ts);
+                    h.data(conn, info, dir, d, ts, None);
                 }
                 half::Ev::Gap(n) => {
                     self.stats.gaps += 1;
@@ -480,7 +518,7 @@ impl<H: Handler> FlowTable<H> {
         let mut total = self.ooo_total;
         let mut evs = op(&mut f.halves[side], &mut total);
         self.ooo_total = total;
-        self.deliver(f, side, &[], &mut evs, ts, h);
+        self.deliver(f, side, &[], &mut evs, ts, h, None);
     }
 
     /// Flush both directions (declaring gaps for holes) and close the handler's state.
@@ -526,6 +564,9 @@ impl<H: Handler> FlowTable<H> {
         }
     }
 }
+
+/// Packets of a flow for which an acknowledged hole must persist before it is a gap.
+const HOLE_STRIKES: u8 = 3;
 
 enum Keep {
     Yes,

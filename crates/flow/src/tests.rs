@@ -15,7 +15,7 @@ impl Handler for Rec {
     fn open(&mut self, info: &ConnInfo, _ts: i64) {
         self.events.push(format!("open c={} mid={}", info.client.1, info.midstream));
     }
-    fn data(&mut self, _: &mut (), _: &ConnInfo, dir: Dir, data: &[u8], _ts: i64) {
+    fn data(&mut self, _: &mut (), _: &ConnInfo, dir: Dir, data: &[u8], _ts: i64, _acked: Option<u64>) {
         self.events.push(format!("{dir:?} {}", String::from_utf8_lossy(data)));
     }
     fn gap(&mut self, _: &mut (), _: &ConnInfo, dir: Dir, len: u64, _ts: i64) {
@@ -231,4 +231,26 @@ fn idle_flows_time_out_in_packet_time() {
     t.process(&b, 2_000_000_000, 1, &mut h);
     assert!(h.events.contains(&"close Timeout".to_string()), "{:?}", h.events);
     assert_eq!(t.stats().flows_timed_out, 1);
+}
+
+#[test]
+fn ack_seen_just_before_the_data_it_acknowledges_is_not_a_gap() {
+    // Captures merged from several queues can show the receiver's ACK a little before the
+    // segment it acknowledges.
+    let mut s = handshake(100, 500);
+    s.push(seg(false, 505, 101, ACK, b"efgh")); // early
+    s.push(seg(true, 101, 509, ACK, b"")); // client already acknowledges 501..509
+    s.push(seg(false, 501, 101, ACK, b"abcd")); // the segment it acknowledged
+    let (ev, st) = run(&s);
+    assert_eq!(ev[1..], ["ToClient abcd", "ToClient efgh", "close Shutdown"]);
+    assert_eq!(st.gaps, 0);
+}
+
+#[test]
+fn data_acknowledging_a_lost_request_flushes_it_first() {
+    let mut s = handshake(100, 500);
+    s.push(seg(true, 105, 501, ACK, b"GET2")); // 101..105 lost
+    s.push(seg(false, 501, 109, ACK, b"resp")); // the server read up to 109
+    let (ev, _) = run(&s);
+    assert_eq!(ev[1..], ["ToServer gap 4", "ToServer GET2", "ToClient resp", "close Shutdown"]);
 }

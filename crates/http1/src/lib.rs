@@ -155,7 +155,10 @@ struct Side {
     cur: Option<u32>,
     /// Time the current head started.
     head_ts: i64,
-    at_line_start: bool,
+    /// Bytes of this stream consumed so far (data and gaps), and where the current head
+    /// started.
+    offset: u64,
+    head_off: u64,
     resync_scanned: usize,
     /// Flags for the next message of this direction (what happened before it).
     carry: Flags,
@@ -169,7 +172,8 @@ impl Side {
             buf: Vec::new(),
             cur: None,
             head_ts: 0,
-            at_line_start: true,
+            offset: 0,
+            head_off: 0,
             resync_scanned: 0,
             carry: Flags::default(),
             messages: 0,
@@ -190,6 +194,8 @@ struct Pending {
     connect: bool,
     http09: bool,
     flags: Flags,
+    /// Offset in the client's stream where the request started.
+    req_start: Option<u64>,
     /// Content decoders of the request and response bodies.
     dec: [Option<decode::BodyDecoder>; 2],
 }
@@ -208,6 +214,7 @@ impl Pending {
             connect: false,
             http09: false,
             flags: Flags::default(),
+            req_start: None,
             dec: [None, None],
         }
     }
@@ -232,6 +239,8 @@ pub struct HttpConn {
     pending: VecDeque<Pending>,
     next_depth: u32,
     midstream: bool,
+    /// Offset of the opposite stream acknowledged by the segment being parsed.
+    peer_acked: Option<u64>,
 }
 
 fn side_of(dir: Dir) -> usize {
@@ -251,11 +260,13 @@ impl Handler for HttpHandler {
             pending: VecDeque::new(),
             next_depth: 1,
             midstream: info.midstream,
+            peer_acked: None,
         }
     }
 
-    fn data(&mut self, c: &mut HttpConn, info: &ConnInfo, dir: Dir, data: &[u8], ts: i64) {
+    fn data(&mut self, c: &mut HttpConn, info: &ConnInfo, dir: Dir, data: &[u8], ts: i64, peer_acked: Option<u64>) {
         let s = side_of(dir);
+        c.peer_acked = peer_acked;
         let mut rest = data;
         while !rest.is_empty() {
             match c.mode {
@@ -272,7 +283,9 @@ impl Handler for HttpHandler {
                 St::Resync => self.resync(c, s, rest),
                 St::Done => return,
             };
-            rest = &rest[used.min(rest.len())..];
+            let used = used.min(rest.len());
+            c.sides[s].offset += used as u64;
+            rest = &rest[used..];
         }
     }
 
@@ -309,8 +322,7 @@ impl Handler for HttpHandler {
             }
             St::Resync | St::Done => {}
         }
-        // After a gap, the next byte may well start a message (segments often do).
-        c.sides[s].at_line_start = true;
+        c.sides[s].offset += len;
     }
 
     fn fin(&mut self, c: &mut HttpConn, info: &ConnInfo, dir: Dir, _ts: i64) {
@@ -369,7 +381,6 @@ impl HttpHandler {
                     c.mode = Mode::NotHttp;
                     return data.len();
                 }
-                c.sides[s].at_line_start = false;
                 if c.midstream && c.sides[s].messages == 0 {
                     // Picked up in the middle of a message: skipping to the next one is
                     // expected, not an error (the transaction is flagged midstream).
@@ -378,9 +389,11 @@ impl HttpHandler {
                     self.stats.parse_errors += 1;
                     self.enter_resync(c, s, Flags::PARSE_ERROR);
                 }
-                return 0;
+                // Resync from the next byte: this position was just tried.
+                return 1;
             }
             c.sides[s].head_ts = ts;
+            c.sides[s].head_off = c.sides[s].offset;
             let parsed = self.parse_head(s, data);
             match parsed {
                 Head::Complete(h, n, code) => {
@@ -400,9 +413,9 @@ impl HttpHandler {
                         return parse::http09_request(data).unwrap_or(data.len());
                     }
                     self.stats.parse_errors += 1;
-                    c.sides[s].at_line_start = false;
                     self.enter_resync(c, s, Flags::PARSE_ERROR);
-                    0
+                    // Resync from the next byte: this position was just tried.
+                    1
                 }
             }
         } else {
@@ -436,7 +449,6 @@ impl HttpHandler {
                         return used.saturating_sub(before).clamp(1, take);
                     }
                     self.stats.parse_errors += 1;
-                    c.sides[s].at_line_start = false;
                     self.enter_resync(c, s, Flags::PARSE_ERROR);
                     take
                 }
@@ -455,7 +467,6 @@ impl HttpHandler {
     fn oversized(&mut self, c: &mut HttpConn, s: usize) {
         self.stats.oversized_heads += 1;
         c.sides[s].buf.clear();
-        c.sides[s].at_line_start = false;
         self.enter_resync(c, s, Flags::OVERSIZED_HEADERS);
     }
 
@@ -470,6 +481,10 @@ impl HttpHandler {
     }
 
     /// Scan for the next message start. Returns bytes consumed (up to the start).
+    ///
+    /// Candidates are the start of the chunk (after a gap, message starts tend to align
+    /// with segments), the start of every line, and on the response side a strict status
+    /// line (`HTTP/1.x ddd`) anywhere: a response head often follows a body with no newline.
     fn resync(&mut self, c: &mut HttpConn, s: usize, data: &[u8]) -> usize {
         let side = &mut c.sides[s];
         if side.resync_scanned > self.cfg.resync_budget {
@@ -477,25 +492,15 @@ impl HttpHandler {
             self.stats.resync_given_up += 1;
             return data.len();
         }
-        let probe = |b: &[u8]| if s == REQ { parse::probe_request(b) } else { parse::probe_response(b) };
-        let mut pos = if side.at_line_start { Some(0) } else { None };
-        let mut from = 0;
-        loop {
-            let p = match pos.take() {
-                Some(p) => p,
-                None => match data[from..].iter().position(|&b| b == b'\n') {
-                    Some(i) => from + i + 1,
-                    None => break,
-                },
-            };
-            from = p;
-            if p >= data.len() {
-                side.at_line_start = true;
-                side.resync_scanned += data.len();
-                self.stats.resync_bytes_skipped += data.len() as u64;
-                return data.len();
+        for p in 0..data.len() {
+            let candidate = p == 0
+                || data[p - 1] == b'\n'
+                || (s == RESP && data[p] == b'H' && parse::strict_status_line(&data[p..]));
+            if !candidate {
+                continue;
             }
-            match probe(&data[p..]) {
+            let probe = if s == REQ { parse::probe_request(&data[p..]) } else { parse::probe_response(&data[p..]) };
+            match probe {
                 Probe::Yes => {
                     side.st = St::Head;
                     side.resync_scanned = 0;
@@ -504,7 +509,7 @@ impl HttpHandler {
                     return p;
                 }
                 Probe::Maybe => {
-                    // A possible start cut by the packet end: keep it and try as a head.
+                    // A possible start cut by the packet end: keep it and try it as a head.
                     side.st = St::Head;
                     side.buf.extend_from_slice(&data[p..]);
                     self.stats.resyncs += 1;
@@ -514,7 +519,6 @@ impl HttpHandler {
                 Probe::No => {}
             }
         }
-        side.at_line_start = data.last() == Some(&b'\n');
         side.resync_scanned += data.len();
         self.stats.resync_bytes_skipped += data.len() as u64;
         data.len()
@@ -565,6 +569,7 @@ impl HttpHandler {
                 }
             };
             let mut p = self.new_pending(c, info);
+            p.req_start = Some(c.sides[REQ].head_off);
             p.req = Some(msg);
             p.head_request = head_request;
             p.connect = connect;
@@ -581,7 +586,12 @@ impl HttpHandler {
         } else {
             let code = code.unwrap_or(0);
             self.stats.responses += 1;
-            let idx = match c.pending.iter().position(|p| p.resp.is_none()) {
+            if flags.has(Flags::GAP) && self.skip_lost_responses(c) {
+                // Paired by acknowledgment: this pairing is sound, the loss is recorded on
+                // the requests whose responses were lost.
+                flags = Flags(flags.0 & !Flags::GAP.0);
+            }
+            let idx = match c.pending.iter().position(|p| p.resp.is_none() && !p.resp_done) {
                 Some(i) => i,
                 None => {
                     let mut p = self.new_pending(c, info);
@@ -635,6 +645,27 @@ impl HttpHandler {
                 self.try_emit(c, info);
             }
         }
+    }
+
+    /// After response bytes were lost, find which request the next response answers: the
+    /// server had read the client's stream up to `peer_acked` when it sent it, so it answers
+    /// the latest waiting request that started before that point (exact for requests that
+    /// are not pipelined). Requests skipped over lost their responses in the gap: they are
+    /// closed as `no_response` + `gap`. Returns whether the acknowledgment decided.
+    fn skip_lost_responses(&mut self, c: &mut HttpConn) -> bool {
+        let Some(acked) = c.peer_acked else { return false };
+        let waiting: Vec<usize> =
+            (0..c.pending.len()).filter(|&i| c.pending[i].resp.is_none() && !c.pending[i].resp_done).collect();
+        let Some(&answered) = waiting.iter().rev().find(|&&i| c.pending[i].req_start.is_some_and(|st| st < acked))
+        else {
+            return false;
+        };
+        for &i in waiting.iter().take_while(|&&i| i < answered) {
+            let p = &mut c.pending[i];
+            p.resp_done = true;
+            p.flags.set(Flags::GAP);
+        }
+        true
     }
 
     fn new_pending(&mut self, c: &mut HttpConn, _info: &ConnInfo) -> Pending {
@@ -714,7 +745,7 @@ impl HttpHandler {
 
     /// The answer to an HTTP/0.9 request is the raw bytes up to the close.
     fn http09_response(&mut self, c: &mut HttpConn, info: &ConnInfo, ts: i64) -> bool {
-        let Some(idx) = c.pending.iter().position(|p| p.resp.is_none()) else { return false };
+        let Some(idx) = c.pending.iter().position(|p| p.resp.is_none() && !p.resp_done) else { return false };
         if !c.pending[idx].http09 {
             return false;
         }
@@ -831,7 +862,6 @@ impl HttpHandler {
                         p.flags.set(Flags::PARSE_ERROR);
                     }
                     self.finish(c, info, s, true);
-                    c.sides[s].at_line_start = true;
                     self.enter_resync(c, s, Flags::default());
                 }
                 nl + 1
@@ -902,7 +932,6 @@ impl HttpHandler {
         if side.st != St::Done && side.st != St::Resync {
             side.st = St::Head;
         }
-        side.at_line_start = true;
         if let Some(d) = cur {
             if let Some(p) = c.pending.iter_mut().find(|p| p.depth == d) {
                 if s == REQ {

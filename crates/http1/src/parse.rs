@@ -96,6 +96,18 @@ pub fn probe_response(b: &[u8]) -> Probe {
     }
 }
 
+/// `HTTP/1.x ddd` followed by a space or line end: a status line, strictly.
+pub fn strict_status_line(b: &[u8]) -> bool {
+    b.len() >= 13
+        && b[..7].eq_ignore_ascii_case(b"HTTP/1.")
+        && b[7].is_ascii_digit()
+        && b[8] == b' '
+        && (b'1'..=b'5').contains(&b[9])
+        && b[10].is_ascii_digit()
+        && b[11].is_ascii_digit()
+        && matches!(b[12], b' ' | b'\r' | b'\n')
+}
+
 pub fn memfind(hay: &[u8], needle: &[u8]) -> Option<usize> {
     if needle.is_empty() || hay.len() < needle.len() {
         return None;

@@ -32,8 +32,8 @@ fn run_cfg(steps: &[Step<'_>], cfg: HttpConfig, midstream: bool) -> (Vec<Transac
     for (t, s) in steps.iter().enumerate() {
         let ts = t as i64 * 1_000_000;
         match s {
-            C(d) => h.data(&mut c, &i, Dir::ToServer, d, ts),
-            S(d) => h.data(&mut c, &i, Dir::ToClient, d, ts),
+            C(d) => h.data(&mut c, &i, Dir::ToServer, d, ts, None),
+            S(d) => h.data(&mut c, &i, Dir::ToClient, d, ts, None),
             CGap(n) => h.gap(&mut c, &i, Dir::ToServer, *n, ts),
             SGap(n) => h.gap(&mut c, &i, Dir::ToClient, *n, ts),
             CFin => h.fin(&mut c, &i, Dir::ToServer, ts),
@@ -257,9 +257,9 @@ fn hostile_inputs_stay_bounded() {
     let mut h = HttpHandler::new(cfg.clone());
     let i = info(false);
     let mut c = h.open(&i, 0);
-    h.data(&mut c, &i, Dir::ToServer, b"GET / HTTP/1.1\r\nX: ", 0);
+    h.data(&mut c, &i, Dir::ToServer, b"GET / HTTP/1.1\r\nX: ", 0, None);
     for _ in 0..1000 {
-        h.data(&mut c, &i, Dir::ToServer, &[b'a'; 1000], 0);
+        h.data(&mut c, &i, Dir::ToServer, &[b'a'; 1000], 0, None);
         assert!(c.sides[REQ].buf.len() <= 1024);
     }
     assert_eq!(h.stats().oversized_heads, 1);
@@ -309,7 +309,7 @@ fn random_streams_never_panic() {
             match next() % 8 {
                 0 => h.gap(&mut c, &i, dir, next() % 50, 0),
                 1 => h.fin(&mut c, &i, dir, 0),
-                _ => h.data(&mut c, &i, dir, p, 0),
+                _ => h.data(&mut c, &i, dir, p, 0, None),
             }
         }
         h.close(c, &i, CloseReason::Shutdown, 0);
@@ -345,4 +345,30 @@ fn versionless_request_line_with_headers_keeps_the_headers() {
     ]);
     assert_eq!(summary(&txs), [row("GET", "/HTTP/1.1", 400, 0, 2, &["parse_error"])]);
     assert_eq!(txs[0].request.as_ref().unwrap().host(), Some(&b"www.example.com"[..]));
+}
+
+#[test]
+fn lost_response_is_detected_by_acknowledgment() {
+    let mut h = HttpHandler::new(HttpConfig::default());
+    let i = info(false);
+    let mut c = h.open(&i, 0);
+    let (q1, q2, q3) = (b"GET /1 HTTP/1.1\r\n\r\n", b"GET /2 HTTP/1.1\r\n\r\n", b"GET /3 HTTP/1.1\r\n\r\n");
+    let r = b"HTTP/1.1 200 OK\r\nContent-Length: 0\r\n\r\n";
+    // Not pipelined: each request after the previous response. The response to /2 is lost.
+    h.data(&mut c, &i, Dir::ToServer, q1, 0, Some(0));
+    h.data(&mut c, &i, Dir::ToClient, r, 1, Some(q1.len() as u64));
+    h.data(&mut c, &i, Dir::ToServer, q2, 2, Some(r.len() as u64));
+    h.gap(&mut c, &i, Dir::ToClient, r.len() as u64, 3);
+    h.data(&mut c, &i, Dir::ToServer, q3, 4, Some(2 * r.len() as u64));
+    let acked = (q1.len() + q2.len() + q3.len()) as u64;
+    h.data(&mut c, &i, Dir::ToClient, b"HTTP/1.1 404 Not Found\r\nContent-Length: 0\r\n\r\n", 5, Some(acked));
+    h.close(c, &i, CloseReason::Shutdown, 6);
+    assert_eq!(
+        summary(&h.out),
+        [
+            row("GET", "/1", 200, 0, 0, &[]),
+            row("GET", "/2", 0, 0, 0, &["gap", "no_response"]),
+            row("GET", "/3", 404, 0, 0, &[])
+        ]
+    );
 }

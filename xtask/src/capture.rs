@@ -1,0 +1,305 @@
+//! `cargo xtask capture`: test captures from real programs.
+//!
+//! Real servers (a small JSON API on python's http.server, nginx) and real clients (curl,
+//! python sockets) talk across a veth pair between two network namespaces while tcpdump or
+//! dumpcap records. Each capture gets `<name>.client.log`: one line per request the client
+//! made, `METHOD URL STATUS`, as the client saw it. Tests check our transactions against
+//! these logs. Then damaged variants are derived with `damage.rs`.
+
+use crate::damage;
+use crate::netns::{self, Lab};
+use anyhow::{bail, Context, Result};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::thread::sleep;
+use std::time::Duration;
+
+/// Kills (SIGINT, then SIGKILL) a background process when dropped.
+struct Bg(Child, &'static str);
+
+impl Bg {
+    /// Stop with SIGINT and wait (tcpdump and dumpcap flush on SIGINT).
+    fn stop(mut self) -> Result<()> {
+        let pid = self.0.id().to_string();
+        let _ = Command::new("kill").args(["-INT", &pid]).status();
+        for _ in 0..50 {
+            if self.0.try_wait()?.is_some() {
+                return Ok(());
+            }
+            sleep(Duration::from_millis(100));
+        }
+        bail!("{} did not stop on SIGINT", self.1)
+    }
+}
+
+impl Drop for Bg {
+    fn drop(&mut self) {
+        if let Ok(None) = self.0.try_wait() {
+            let _ = Command::new("kill").args(["-INT", &self.0.id().to_string()]).status();
+            sleep(Duration::from_millis(200));
+            let _ = self.0.kill();
+            let _ = self.0.wait();
+        }
+    }
+}
+
+fn spawn(mut cmd: Command, what: &'static str) -> Result<Bg> {
+    let child =
+        cmd.stdout(Stdio::null()).stderr(Stdio::null()).spawn().with_context(|| format!("cannot start {what}"))?;
+    Ok(Bg(child, what))
+}
+
+/// Wait until something listens on `port` in namespace `ns`.
+fn wait_listening(lab: &Lab, ns: &str, port: u16) -> Result<()> {
+    for _ in 0..100 {
+        let out = lab.cmd(ns, "ss").args(["-ltnH"]).output()?;
+        if String::from_utf8_lossy(&out.stdout).contains(&format!(":{port} ")) {
+            return Ok(());
+        }
+        sleep(Duration::from_millis(100));
+    }
+    bail!("nothing listens on port {port}")
+}
+
+/// Start recording on `iface` of the server namespace.
+fn record(lab: &Lab, iface: &str, out: &Path, pcapng: bool) -> Result<Bg> {
+    let cmd = if pcapng {
+        let mut c = lab.cmd(&lab.srv, "dumpcap");
+        c.args(["-q", "-i", iface, "-w"]).arg(out);
+        c
+    } else {
+        let mut c = lab.cmd(&lab.srv, "tcpdump");
+        c.args(["-i", iface, "-s", "0", "-U", "--time-stamp-precision=nano", "-w"]).arg(out);
+        c
+    };
+    let bg = spawn(cmd, if pcapng { "dumpcap" } else { "tcpdump" })?;
+    // Both print nothing useful on stdout; give them time to open the interface.
+    sleep(Duration::from_millis(1500));
+    Ok(bg)
+}
+
+/// Run a client in the client namespace; its stdout (the client log) is appended to `log`.
+fn client(lab: &Lab, program: &str, args: &[String], log: &mut String) -> Result<()> {
+    let out = lab.cmd(&lab.cli, program).args(args).stderr(Stdio::inherit()).output()?;
+    if !out.status.success() {
+        bail!("client {program} failed: {}", out.status);
+    }
+    log.push_str(&String::from_utf8_lossy(&out.stdout));
+    Ok(())
+}
+
+const W: &str = "%{method} %{url_effective} %{response_code}\\n";
+
+/// curl arguments for a list of requests made on one keep-alive connection (`--next`).
+fn curl_session(requests: &[Vec<&str>]) -> Vec<String> {
+    let mut a: Vec<String> = Vec::new();
+    for (i, r) in requests.iter().enumerate() {
+        if i > 0 {
+            a.push("--next".into());
+        }
+        a.extend(["-s", "-o", "/dev/null", "-w"].map(String::from));
+        a.push(W.replace("\\n", "\n"));
+        a.extend(r.iter().map(|s| s.to_string()));
+    }
+    a
+}
+
+pub fn run(root: &Path, out: &Path) -> Result<()> {
+    netns::available().map_err(anyhow::Error::msg)?;
+    std::fs::create_dir_all(out)?;
+    let tmp = tempfile::tempdir()?;
+    let assets = root.join("xtask/assets");
+    let www = tmp.path().join("www");
+    std::fs::create_dir_all(&www)?;
+    std::fs::write(www.join("index.html"), "<html><body>apiwatch test page</body></html>\n".repeat(20))?;
+    std::fs::write(
+        www.join("data.json"),
+        format!("[{}]", (0..300).map(|i| format!("{{\"n\":{i}}}")).collect::<Vec<_>>().join(",")),
+    )?;
+    let big = tmp.path().join("big.json");
+    std::fs::write(&big, format!("{{\"blob\":\"{}\"}}", "y".repeat(3000)))?;
+    let nginx_conf = tmp.path().join("nginx.conf");
+    std::fs::write(
+        &nginx_conf,
+        format!(
+            "user root; worker_processes 1; daemon off; pid {p}/nginx.pid; error_log {p}/error.log;\n\
+             events {{ worker_connections 64; }}\n\
+             http {{ access_log off; client_body_temp_path {p}; keepalive_requests 1000;\n\
+               server {{ listen {srv}:8081; listen [{srv6}]:8081; listen {srvv}:8081; root {www}; }} }}\n",
+            p = tmp.path().display(),
+            srv = netns::SRV4,
+            srv6 = netns::SRV6,
+            srvv = netns::SRV4_VX,
+            www = www.display()
+        ),
+    )?;
+
+    let lab = Lab::new()?;
+    let api = assets.join("api_server.py");
+    let raw = assets.join("raw_client.py");
+    let mut servers = Vec::new();
+    for host in [netns::SRV4, netns::SRV6_VX] {
+        let mut c = lab.cmd(&lab.srv, "python3");
+        c.arg(&api).args([host, "8080"]);
+        servers.push(spawn(c, "api server")?);
+    }
+    let mut ng = lab.cmd(&lab.srv, "nginx");
+    ng.arg("-c").arg(&nginx_conf).arg("-p").arg(tmp.path());
+    servers.push(spawn(ng, "nginx")?);
+    wait_listening(&lab, &lab.srv, 8080)?;
+    wait_listening(&lab, &lab.srv, 8081)?;
+
+    let api4 = format!("http://{}:8080", netns::SRV4);
+    let big_arg = format!("@{}", big.display());
+
+    // 1. Keep-alive API calls with curl: every method, body framing and status we handle.
+    {
+        let name = out.join("api-keepalive.pcap");
+        let rec = record(&lab, &lab.srv_if, &name, false)?;
+        let u = |p: &str| format!("{api4}{p}");
+        let (users1, users2, users, login, items, report, etag, missing, boom, large) = (
+            u("/users/1"),
+            u("/users/2?fields=name,email"),
+            u("/users"),
+            u("/login"),
+            u("/items"),
+            u("/report"),
+            u("/etag"),
+            u("/missing"),
+            u("/boom"),
+            u("/large"),
+        );
+        let reqs: Vec<Vec<&str>> = vec![
+            vec!["-H", "Authorization: Bearer eyJhbGciOiJIUzI1NiJ9.eyJzdWIiOiIxIn0.c2lnbmF0dXJl", &users1],
+            vec![&users2],
+            vec![
+                "-H",
+                "Content-Type: application/json",
+                "-d",
+                "{\"name\":\"ann\",\"email\":\"ann@example.com\"}",
+                &users,
+            ],
+            vec!["-d", "user=ann&password=hunter2", &login],
+            vec![
+                "-X",
+                "PUT",
+                "-H",
+                "Expect: 100-continue",
+                "-H",
+                "Content-Type: application/json",
+                "--data-binary",
+                &big_arg,
+                &users1,
+            ],
+            vec!["-X", "PATCH", "-H", "Content-Type: application/json", "-d", "{\"name\":\"bo\"}", &users1],
+            vec!["-X", "DELETE", &users1],
+            vec![&items],
+            vec!["--compressed", &report],
+            vec!["-H", "If-None-Match: \"v1\"", &etag],
+            vec!["-I", &users1],
+            vec![&missing],
+            vec![&boom],
+            vec!["-b", "sid=abc123; theme=dark", "-H", "X-Api-Key: k-live-0123456789", &large],
+        ];
+        let mut log = String::new();
+        client(&lab, "curl", &curl_session(&reqs), &mut log)?;
+        sleep(Duration::from_millis(500));
+        rec.stop()?;
+        std::fs::write(name.with_extension("client.log"), log)?;
+        println!("captured {}", name.display());
+        derive_damaged(&name)?;
+    }
+
+    // 2. Pipelining against nginx, recorded by dumpcap as pcapng.
+    {
+        let name = out.join("pipeline-nginx.pcapng");
+        let rec = record(&lab, &lab.srv_if, &name, true)?;
+        let mut log = String::new();
+        let args: Vec<String> = [raw.display().to_string(), "pipeline".into(), netns::SRV4.into(), "8081".into()]
+            .into_iter()
+            .chain(
+                ["GET /index.html", "GET /data.json", "HEAD /index.html", "GET /nope", "GET /data.json"]
+                    .map(String::from),
+            )
+            .collect();
+        client(&lab, "python3", &args, &mut log)?;
+        sleep(Duration::from_millis(500));
+        rec.stop()?;
+        std::fs::write(out.join("pipeline-nginx.client.log"), log)?;
+        println!("captured {}", name.display());
+    }
+
+    // 3. IPv6 and IPv4 through a VXLAN tunnel, recorded on the underlay: encapsulated
+    //    frames, as cloud traffic mirroring delivers them.
+    {
+        let name = out.join("vxlan-ipv6.pcap");
+        let rec = record(&lab, &lab.srv_if, &name, false)?;
+        let mut log = String::new();
+        let v6 = format!("http://[{}]:8080", netns::SRV6_VX);
+        let (a, b) = (format!("{v6}/users/6"), format!("{v6}/items"));
+        let c = format!("http://{}:8081/data.json", netns::SRV4_VX);
+        client(&lab, "curl", &curl_session(&[vec!["-g", &a], vec!["-g", &b]]), &mut log)?;
+        client(&lab, "curl", &curl_session(&[vec![&c]]), &mut log)?;
+        sleep(Duration::from_millis(500));
+        rec.stop()?;
+        std::fs::write(name.with_extension("client.log"), log)?;
+        println!("captured {}", name.display());
+    }
+
+    // 4. A connection already open when recording starts (gzipped afterwards, as users
+    //    often store captures).
+    {
+        let name = out.join("midstream.pcap");
+        let args: Vec<String> = [raw.display().to_string(), "slow".into(), netns::SRV4.into(), "8080".into()]
+            .into_iter()
+            .chain(["GET /users/1", "GET /large", "POST /users"].map(String::from))
+            .collect();
+        let child = lab.cmd(&lab.cli, "python3").args(&args).stdout(Stdio::piped()).spawn()?;
+        sleep(Duration::from_millis(300));
+        let rec = record(&lab, &lab.srv_if, &name, false)?;
+        let output = child.wait_with_output()?;
+        sleep(Duration::from_millis(500));
+        rec.stop()?;
+        std::fs::write(out.join("midstream.client.log"), &output.stdout)?;
+        crate::run(Command::new("gzip").args(["-9", "-n", "-f"]).arg(&name))?;
+        println!("captured {}.gz", name.display());
+    }
+
+    // 5. Linux "any" device: cooked (SLL2) frames.
+    {
+        let name = out.join("any-device.pcap");
+        let mut c = lab.cmd(&lab.srv, "tcpdump");
+        c.args(["-i", "any", "-s", "0", "-U", "-w"]).arg(&name).arg("tcp port 8081");
+        let rec = spawn(c, "tcpdump")?;
+        sleep(Duration::from_millis(1500));
+        let mut log = String::new();
+        let u = format!("http://{}:8081/index.html", netns::SRV4);
+        let n = format!("http://{}:8081/none", netns::SRV4);
+        client(&lab, "curl", &curl_session(&[vec![&u], vec![&n]]), &mut log)?;
+        sleep(Duration::from_millis(500));
+        rec.stop()?;
+        std::fs::write(name.with_extension("client.log"), log)?;
+        println!("captured {}", name.display());
+    }
+    drop(servers);
+    drop(lab);
+    Ok(())
+}
+
+/// Damaged variants of a capture, for the reassembly tests.
+fn derive_damaged(src: &Path) -> Result<()> {
+    let stem = src.file_stem().and_then(|s| s.to_str()).unwrap_or("capture").to_string();
+    let dir = src.parent().map(Path::to_path_buf).unwrap_or_else(|| PathBuf::from("."));
+    let data = std::fs::read(src)?;
+    for (suffix, op) in [
+        ("dropped", damage::Op::Drop),
+        ("duplicated", damage::Op::Duplicate),
+        ("reordered", damage::Op::Reorder),
+        ("truncated", damage::Op::Truncate),
+    ] {
+        let out = dir.join(format!("{stem}.{suffix}.pcap"));
+        std::fs::write(&out, damage::apply(&data, op)?)?;
+        println!("derived {}", out.display());
+    }
+    Ok(())
+}
