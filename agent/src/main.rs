@@ -105,7 +105,16 @@ fn run() -> Result<ExitCode> {
             };
             let report = replay(&opts)?;
             if let Some(p) = &a.stats {
-                let json = serde_json::to_string_pretty(&report.stats)?;
+                // The counters, plus what this run measured (not deterministic).
+                let mut v = serde_json::to_value(&report.stats)?;
+                v["run"] = serde_json::json!({
+                    "elapsed_s": report.elapsed.as_secs_f64(),
+                    "input_bytes": report.input_bytes,
+                    "records": report.records,
+                    "peak_rss_bytes": apiwatch::summary::peak_rss_bytes(),
+                    "workers": a.workers,
+                });
+                let json = serde_json::to_string_pretty(&v)?;
                 std::fs::write(p, json + "\n").with_context(|| format!("cannot write {}", p.display()))?;
             }
             if !a.quiet {

@@ -8,7 +8,7 @@ use std::path::Path;
 /// Newline-delimited JSON records.
 pub struct NdjsonOutput {
     w: BufWriter<Box<dyn Write + Send>>,
-    line: String,
+    line: Vec<u8>,
     opts: RenderOptions,
     pub records: u64,
     /// The reader went away (broken pipe): stop writing, quietly.
@@ -26,7 +26,7 @@ impl NdjsonOutput {
         };
         Ok(NdjsonOutput {
             w: BufWriter::with_capacity(1 << 20, w),
-            line: String::with_capacity(4096),
+            line: Vec::with_capacity(4096),
             opts,
             records: 0,
             closed: false,
@@ -34,26 +34,26 @@ impl NdjsonOutput {
     }
 
     /// Render a transaction into a line (without writing it).
-    pub fn render(opts: &RenderOptions, tx: &Transaction, line: &mut String) {
+    pub fn render(opts: &RenderOptions, tx: &Transaction, line: &mut Vec<u8>) {
         tx.render(opts, line);
-        line.push('\n');
+        line.push(b'\n');
     }
 
     pub fn transaction(&mut self, tx: &Transaction) -> Result<()> {
         self.line.clear();
         Self::render(&self.opts, tx, &mut self.line);
         let line = std::mem::take(&mut self.line);
-        let r = self.raw(line.as_bytes());
+        let r = self.raw(&line, 1);
         self.line = line;
         r
     }
 
-    /// Write pre-rendered lines.
-    pub fn raw(&mut self, bytes: &[u8]) -> Result<()> {
+    /// Write `records` pre-rendered lines.
+    pub fn raw(&mut self, bytes: &[u8], records: u64) -> Result<()> {
         if self.closed {
             return Ok(());
         }
-        self.records += bytes.iter().filter(|&&b| b == b'\n').count() as u64;
+        self.records += records;
         match self.w.write_all(bytes) {
             Err(e) if e.kind() == std::io::ErrorKind::BrokenPipe => {
                 self.closed = true;

@@ -74,6 +74,12 @@ pub fn replay(opts: &ReplayOptions) -> Result<ReplayReport> {
 }
 
 /// Iterate the packets of every file in order, stopping at the first format error.
+/// Bytes behind the read position released from memory at a time, and how far behind the
+/// read position the release stays (the sharded mode's workers still read payloads that
+/// the reader passed; re-reading a released page is only slower, never wrong).
+const RELEASE_STEP: usize = 8 << 20;
+const RELEASE_LAG: usize = 32 << 20;
+
 fn for_each_packet<'a>(
     caps: &'a [CaptureFile],
     progress: &mut Progress,
@@ -87,7 +93,13 @@ fn for_each_packet<'a>(
             Ok(r) => r,
             Err(e) => return Ok(Some(anyhow!("{}: {e}", cap.path.display()))),
         };
+        let mut released = 0usize;
         loop {
+            let pos = reader.position() as usize;
+            if pos >= released + RELEASE_LAG + RELEASE_STEP {
+                cap.release(released, pos - RELEASE_LAG);
+                released = pos - RELEASE_LAG;
+            }
             match reader.next() {
                 None => break,
                 Some(Ok(p)) => {
@@ -167,7 +179,7 @@ struct Seg<'a> {
 }
 
 struct Rendered {
-    text: String,
+    text: Vec<u8>,
     /// (sort key, end offset in `text`) per record.
     marks: Vec<((u64, u64), usize)>,
 }
@@ -192,7 +204,7 @@ fn render_into(r: &mut Rendered, opts: &RenderOptions, tx: &Transaction, idx: u6
 fn worker(rx: Receiver<Option<Vec<Seg<'_>>>>, tx: Sender<Rendered>, cfg: EngineConfig, opts: RenderOptions) -> Stats {
     let mut streams = Streams::new(cfg.flow, cfg.http);
     while let Ok(msg) = rx.recv() {
-        let mut r = Rendered { text: String::new(), marks: Vec::new() };
+        let mut r = Rendered { text: Vec::new(), marks: Vec::new() };
         match msg {
             Some(batch) => {
                 for s in &batch {
@@ -282,7 +294,7 @@ fn run_sharded(
                 }
                 order.sort_by_key(|&(key, w, start, _)| (key, w, start));
                 for (_, w, s, e) in order {
-                    out.raw(&parts[w].text.as_bytes()[s..e])?;
+                    out.raw(&parts[w].text[s..e], 1)?;
                 }
             }
             Ok(())

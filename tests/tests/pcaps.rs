@@ -183,9 +183,9 @@ fn original() -> Vec<Transaction> {
 fn render_all(txs: &[Transaction]) -> Vec<String> {
     txs.iter()
         .map(|t| {
-            let mut s = String::new();
+            let mut s = Vec::new();
             t.render(&RenderOptions::default(), &mut s);
-            s
+            String::from_utf8(s).expect("records are UTF-8")
         })
         .collect()
 }

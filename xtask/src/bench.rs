@@ -1,3 +1,260 @@
-pub fn run(_root: &std::path::Path, _args: &[String]) -> anyhow::Result<()> {
-    anyhow::bail!("todo")
+//! `cargo xtask bench [--quick]`: replay throughput and memory, measured against peers in
+//! the same run.
+//!
+//! Makes (once, cached in `$APIWATCH_BENCH_DIR`, default `/var/tmp/apiwatch-bench`, outside
+//! git) two captures from real programs in network namespaces:
+//! - `small.pcap`: wrk hammering nginx with small JSON responses on keep-alive connections;
+//! - `mixed.pcap`: the same plus curl downloading 4 MiB files alongside.
+//!
+//! Then, for each: a bare read loop with libpcap and with our reader (the ceiling), apiwatch
+//! with one worker and with two, each run three times (medians), and tshark extracting the
+//! HTTP requests from a slice of the file, with apiwatch on the same slice. Prints a table.
+
+use crate::netns::{self, Lab};
+use crate::release_binary;
+use anyhow::{bail, Context, Result};
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::thread::sleep;
+use std::time::{Duration, Instant};
+
+fn cache_dir() -> PathBuf {
+    std::env::var_os("APIWATCH_BENCH_DIR")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| PathBuf::from("/var/tmp/apiwatch-bench"))
+}
+
+pub fn run(root: &Path, args: &[String]) -> Result<()> {
+    let quick = args.iter().any(|a| a == "--quick");
+    let target_mb: u64 = if quick { 80 } else { 520 };
+    let bin = release_binary(root)?;
+    let dir = cache_dir();
+    std::fs::create_dir_all(&dir)?;
+    let small = dir.join(format!("small-{target_mb}.pcap"));
+    let mixed = dir.join(format!("mixed-{target_mb}.pcap"));
+    for (path, large) in [(&small, false), (&mixed, true)] {
+        if !path.exists() {
+            make_capture(path, target_mb << 20, large).with_context(|| format!("making {}", path.display()))?;
+        }
+    }
+    println!("\napiwatch replay benchmark (2 cores; medians of 3 runs; captures in {})", dir.display());
+    for (name, path) in [("small API calls", &small), ("mixed (+4 MiB bodies)", &mixed)] {
+        bench_file(&bin, name, path, quick)?;
+    }
+    Ok(())
+}
+
+/// Record wrk (and curl downloads) against nginx until the capture reaches `bytes`.
+fn make_capture(out: &Path, bytes: u64, large: bool) -> Result<()> {
+    netns::available().map_err(anyhow::Error::msg)?;
+    println!("making {} (about {} MB, once; cached)", out.display(), bytes >> 20);
+    let tmp = tempfile::tempdir()?;
+    let www = tmp.path().join("www");
+    std::fs::create_dir_all(&www)?;
+    // A typical API response: a page of a collection, about 1.3 kB of JSON.
+    let items: Vec<String> = (0..8)
+        .map(|i| format!("{{\"id\":{},\"name\":\"Customer {i}\",\"email\":\"c{i}@example.com\",\"plan\":\"pro\",\"created\":\"2026-01-0{}T10:00:00Z\",\"active\":true}}", 1000 + i, 1 + i % 9))
+        .collect();
+    std::fs::write(
+        www.join("customers.json"),
+        format!("{{\"page\":1,\"per_page\":8,\"items\":[{}]}}\n", items.join(",")),
+    )?;
+    let blob: Vec<u8> = (0..4u32 << 20).map(|i| (i.wrapping_mul(2_654_435_761) >> 24) as u8).collect();
+    std::fs::write(www.join("large.bin"), blob)?;
+    let conf = tmp.path().join("nginx.conf");
+    std::fs::write(
+        &conf,
+        format!(
+            "user root; worker_processes 1; daemon off; pid {p}/nginx.pid; error_log {p}/error.log;\n\
+             events {{ worker_connections 1024; }}\n\
+             http {{ access_log off; keepalive_requests 10000000; keepalive_timeout 300;\n\
+               server {{ listen {srv}:8081; root {www}; }} }}\n",
+            p = tmp.path().display(),
+            srv = netns::SRV4,
+            www = www.display()
+        ),
+    )?;
+    let lab = Lab::new()?;
+    let mut nginx = lab
+        .cmd(&lab.srv, "nginx")
+        .arg("-c")
+        .arg(&conf)
+        .arg("-p")
+        .arg(tmp.path())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()?;
+    sleep(Duration::from_millis(800));
+    let partial = out.with_extension("partial");
+    let dump = lab
+        .cmd(&lab.srv, "tcpdump")
+        .args(["-i", &lab.srv_if, "-s", "0", "-B", "131072", "-w"])
+        .arg(&partial)
+        .arg("tcp port 8081")
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()?;
+    sleep(Duration::from_millis(1500));
+    let url = format!("http://{}:8081/customers.json?page=1", netns::SRV4);
+    // The headers a typical API client sends.
+    let mut wrk = lab
+        .cmd(&lab.cli, "wrk")
+        .args(["-t", "1", "-c", "8", "-d", "600s"])
+        .args(["-H", "Accept: application/json"])
+        .args(["-H", "User-Agent: billing-service/2.4.1 (python-requests/2.31)"])
+        .args(["-H", "Authorization: Bearer eyJhbGciOiJSUzI1NiIsInR5cCI6IkpXVCJ9.eyJzdWIiOiJzdmMtYmlsbGluZyIsInNjb3BlIjoiY3VzdG9tZXJzOnJlYWQifQ.c2lnbmF0dXJlLW9mLWEtdGVzdC10b2tlbg"])
+        .args(["-H", "X-Request-Id: 6f1c2a9e-1b7d-4c59-9b1e-3d2a7c8f0e11"])
+        .arg(&url)
+        .stdout(Stdio::null())
+        .spawn()?;
+    let mut downloads = if large {
+        let big = format!("http://{}:8081/large.bin", netns::SRV4);
+        let script = format!("while true; do curl -s -o /dev/null {big}; sleep 0.2; done");
+        Some(lab.cmd(&lab.cli, "sh").args(["-c", &script]).spawn()?)
+    } else {
+        None
+    };
+    let start = Instant::now();
+    loop {
+        let size = std::fs::metadata(&partial).map(|m| m.len()).unwrap_or(0);
+        if size >= bytes {
+            break;
+        }
+        if start.elapsed() > Duration::from_secs(600) {
+            bail!("capture did not reach {bytes} bytes in 10 minutes");
+        }
+        sleep(Duration::from_millis(200));
+    }
+    let _ = wrk.kill();
+    let _ = wrk.wait();
+    if let Some(d) = downloads.as_mut() {
+        let _ = d.kill();
+        let _ = d.wait();
+    }
+    let _ = Command::new("kill").args(["-INT", &dump.id().to_string()]).status();
+    let dump_out = dump.wait_with_output()?;
+    let msg = String::from_utf8_lossy(&dump_out.stderr);
+    if let Some(line) = msg.lines().find(|l| l.contains("dropped by kernel")) {
+        println!("  tcpdump: {}", line.trim());
+    }
+    let _ = nginx.kill();
+    let _ = nginx.wait();
+    drop(lab);
+    std::fs::rename(&partial, out)?;
+    Ok(())
+}
+
+fn median(mut v: Vec<f64>) -> f64 {
+    v.sort_by(|a, b| a.partial_cmp(b).unwrap_or(std::cmp::Ordering::Equal));
+    v[v.len() / 2]
+}
+
+struct Run {
+    secs: f64,
+    packets: u64,
+    transactions: u64,
+    peak_rss: u64,
+}
+
+fn apiwatch_run(bin: &Path, file: &Path, workers: usize) -> Result<Run> {
+    let stats = tempfile::NamedTempFile::new()?;
+    let out = Command::new(bin)
+        .args(["replay", "-q", "-o", "/dev/null", "--workers", &workers.to_string(), "--stats"])
+        .arg(stats.path())
+        .arg(file)
+        .output()?;
+    if !out.status.success() {
+        bail!("apiwatch failed: {}", String::from_utf8_lossy(&out.stderr));
+    }
+    let v: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(stats.path())?)?;
+    Ok(Run {
+        secs: v["run"]["elapsed_s"].as_f64().unwrap_or(0.0),
+        packets: v["packets"]["packets"].as_u64().unwrap_or(0),
+        transactions: v["http"]["transactions"].as_u64().unwrap_or(0),
+        peak_rss: v["run"]["peak_rss_bytes"].as_u64().unwrap_or(0),
+    })
+}
+
+fn read_only(bin: &Path, file: &Path, reader: &str) -> Result<f64> {
+    let out = Command::new(bin).args(["read-only", "--reader", reader]).arg(file).output()?;
+    if !out.status.success() {
+        bail!("read-only failed: {}", String::from_utf8_lossy(&out.stderr));
+    }
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout)?;
+    Ok(v["seconds"].as_f64().unwrap_or(0.0))
+}
+
+fn gbps(bytes: u64, secs: f64) -> f64 {
+    bytes as f64 * 8.0 / secs.max(1e-9) / 1e9
+}
+
+fn bench_file(bin: &Path, name: &str, file: &Path, quick: bool) -> Result<()> {
+    let size = std::fs::metadata(file)?.len();
+    // Warm the page cache so the first run is not a disk benchmark.
+    crate::run(Command::new("cat").arg(file).stdout(Stdio::null()))?;
+    let reps = 3;
+    let mut libpcap = Vec::new();
+    let mut ours_read = Vec::new();
+    let mut one = Vec::new();
+    let mut two = Vec::new();
+    for _ in 0..reps {
+        libpcap.push(read_only(bin, file, "libpcap")?);
+        ours_read.push(read_only(bin, file, "mmap")?);
+        one.push(apiwatch_run(bin, file, 1)?);
+        two.push(apiwatch_run(bin, file, 2)?);
+    }
+    let r1 = median(one.iter().map(|r| r.secs).collect());
+    let r2 = median(two.iter().map(|r| r.secs).collect());
+    let (pk, tx) = (one[0].packets, one[0].transactions);
+    let rss = one.iter().chain(two.iter()).map(|r| r.peak_rss).max().unwrap_or(0);
+    let lp = median(libpcap);
+    let orr = median(ours_read);
+
+    // tshark on a slice of the file, and apiwatch on the same slice.
+    let slice = tempfile::Builder::new().suffix(".pcap").tempfile()?;
+    let count = if quick { "20000" } else { "60000" };
+    crate::run(
+        Command::new("tcpdump")
+            .args(["-r"])
+            .arg(file)
+            .args(["-c", count, "-w"])
+            .arg(slice.path())
+            .stderr(Stdio::null()),
+    )?;
+    let slice_size = std::fs::metadata(slice.path())?.len();
+    let t0 = Instant::now();
+    let ts = Command::new("tshark")
+        .args(["-r"])
+        .arg(slice.path())
+        .args(["-Y", "http.request", "-T", "fields", "-e", "http.request.method", "-e", "http.request.uri"])
+        .stderr(Stdio::null())
+        .output()?;
+    let tshark_secs = t0.elapsed().as_secs_f64();
+    let tshark_requests = ts.stdout.iter().filter(|&&b| b == b'\n').count();
+    let ours_slice =
+        median((0..reps).map(|_| apiwatch_run(bin, slice.path(), 1).map(|r| r.secs)).collect::<Result<Vec<_>>>()?);
+    let slice_tx = apiwatch_run(bin, slice.path(), 1)?.transactions;
+
+    println!("\n== {name}: {} ({:.0} MB, {} packets, {} transactions)", file.display(), size as f64 / 1e6, pk, tx);
+    println!("  {:<38} {:>9} {:>12} {:>14}", "", "Gbit/s", "packets/s", "transactions/s");
+    let row = |label: &str, secs: f64, txs: bool| {
+        let t = if txs { format!("{:>14.0}", tx as f64 / secs) } else { format!("{:>14}", "-") };
+        println!("  {:<38} {:>9.2} {:>12.0} {}", label, gbps(size, secs), pk as f64 / secs, t);
+    };
+    row("libpcap read loop (nothing else)", lp, false);
+    row("our mmap reader (nothing else)", orr, false);
+    row("apiwatch replay, 1 worker", r1, true);
+    row("apiwatch replay, 2 workers (sharded)", r2, true);
+    println!("  peak RSS of apiwatch: {:.1} MB", rss as f64 / 1e6);
+    println!("  ratios: 1 worker = {:.2}x the libpcap read loop; 2 workers = {:.2}x 1 worker", lp / r1, r1 / r2);
+    println!(
+        "  tshark on a {:.1} MB slice: {:.3} Gbit/s ({} requests) vs apiwatch {:.2} Gbit/s ({} transactions): {:.0}x",
+        slice_size as f64 / 1e6,
+        gbps(slice_size, tshark_secs),
+        tshark_requests,
+        gbps(slice_size, ours_slice),
+        slice_tx,
+        tshark_secs / ours_slice
+    );
+    Ok(())
 }

@@ -49,6 +49,20 @@ impl CaptureFile {
     pub fn bytes(&self) -> &[u8] {
         &self.map
     }
+
+    /// Drop the pages of `[start, end)` from this process's resident set. They stay in the
+    /// page cache and fault back in if read again, with the same contents: this is what
+    /// keeps memory flat while replaying a file larger than memory.
+    pub fn release(&self, start: usize, end: usize) {
+        const PAGE: usize = 4096;
+        let s = start.div_ceil(PAGE) * PAGE;
+        let e = (end / PAGE) * PAGE;
+        if e > s && e <= self.map.len() {
+            // SAFETY: the mapping is read-only and shared with the file: MADV_DONTNEED only
+            // unmaps pages, which re-fault from the file unchanged. No one writes to it.
+            let _ = unsafe { self.map.unchecked_advise_range(memmap2::UncheckedAdvice::DontNeed, s, e - s) };
+        }
+    }
 }
 
 /// Read every packet of `path` with libpcap and sum their sizes: the bare read loop the

@@ -241,6 +241,7 @@ pub struct HttpConn {
     midstream: bool,
     /// Offset of the opposite stream acknowledged by the segment being parsed.
     peer_acked: Option<u64>,
+    community_id: std::sync::Arc<str>,
 }
 
 fn side_of(dir: Dir) -> usize {
@@ -261,6 +262,8 @@ impl Handler for HttpHandler {
             next_depth: 1,
             midstream: info.midstream,
             peer_acked: None,
+            community_id: apiwatch_model::community_id(info.client.0, info.client.1, info.server.0, info.server.1)
+                .into(),
         }
     }
 
@@ -335,7 +338,7 @@ impl Handler for HttpHandler {
         self.end_side(&mut c, info, REQ);
         self.end_side(&mut c, info, RESP);
         while let Some(p) = c.pending.pop_front() {
-            self.emit(p, info);
+            self.emit(p, info, &c.community_id);
         }
         if c.mode != Mode::NotHttp && (c.sides[REQ].messages > 0 || c.sides[RESP].messages > 0) {
             self.stats.conns_http += 1;
@@ -578,7 +581,7 @@ impl HttpHandler {
             if c.pending.len() >= self.cfg.max_pending {
                 self.stats.pending_overflow += 1;
                 if let Some(old) = c.pending.pop_front() {
-                    self.emit(old, info);
+                    self.emit(old, info, &c.community_id);
                 }
             }
             c.pending.push_back(p);
@@ -970,11 +973,11 @@ impl HttpHandler {
                 break;
             }
             let p = c.pending.pop_front().expect("front exists");
-            self.emit(p, info);
+            self.emit(p, info, &c.community_id);
         }
     }
 
-    fn emit(&mut self, mut p: Pending, info: &ConnInfo) {
+    fn emit(&mut self, mut p: Pending, info: &ConnInfo, community_id: &std::sync::Arc<str>) {
         if p.resp.is_none() {
             p.flags.set(Flags::NO_RESPONSE);
             self.stats.no_response += 1;
@@ -1010,6 +1013,7 @@ impl HttpHandler {
             trans_depth: p.depth,
             client: info.client,
             server: info.server,
+            community_id: community_id.clone(),
             request: p.req.map(|msg| Request { msg }),
             response: p.resp.map(|msg| Response { msg, status: p.status, interim: p.interim }),
             flags: p.flags,

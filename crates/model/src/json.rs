@@ -3,51 +3,51 @@
 //! input byte is silently replaced; readers see the byte as a Latin-1 code point.
 
 pub struct JsonWriter<'a> {
-    out: &'a mut String,
+    out: &'a mut Vec<u8>,
     /// Whether the next value in the current container needs a comma first.
     need_comma: bool,
 }
 
 impl<'a> JsonWriter<'a> {
-    pub fn new(out: &'a mut String) -> Self {
+    pub fn new(out: &'a mut Vec<u8>) -> Self {
         JsonWriter { out, need_comma: false }
     }
 
     fn sep(&mut self) {
         if self.need_comma {
-            self.out.push(',');
+            self.out.push(b',');
         }
         self.need_comma = true;
     }
 
     pub fn begin_object(&mut self) {
         self.sep();
-        self.out.push('{');
+        self.out.push(b'{');
         self.need_comma = false;
     }
 
     pub fn end_object(&mut self) {
-        self.out.push('}');
+        self.out.push(b'}');
         self.need_comma = true;
     }
 
     pub fn begin_array(&mut self) {
         self.sep();
-        self.out.push('[');
+        self.out.push(b'[');
         self.need_comma = false;
     }
 
     pub fn end_array(&mut self) {
-        self.out.push(']');
+        self.out.push(b']');
         self.need_comma = true;
     }
 
-    /// Write a key; the next call writes its value.
+    /// Write a key (plain ASCII, no escaping needed); the next call writes its value.
     pub fn key(&mut self, k: &str) {
         self.sep();
-        self.out.push('"');
-        self.out.push_str(k);
-        self.out.push_str("\":");
+        self.out.push(b'"');
+        self.out.extend_from_slice(k.as_bytes());
+        self.out.extend_from_slice(b"\":");
         self.need_comma = false;
     }
 
@@ -62,47 +62,45 @@ impl<'a> JsonWriter<'a> {
 
     pub fn u64(&mut self, v: u64) {
         self.sep();
-        let mut buf = itoa_buf();
-        self.out.push_str(fmt_u64(v, &mut buf));
+        push_u64(self.out, v);
     }
 
     pub fn i64(&mut self, v: i64) {
+        self.sep();
         if v < 0 {
-            self.sep();
-            self.out.push('-');
-            self.need_comma = false;
-            self.u64(v.unsigned_abs());
-        } else {
-            self.u64(v as u64);
+            self.out.push(b'-');
         }
+        push_u64(self.out, v.unsigned_abs());
     }
 
     pub fn bool(&mut self, v: bool) {
         self.sep();
-        self.out.push_str(if v { "true" } else { "false" });
+        self.out.extend_from_slice(if v { b"true" } else { b"false" });
     }
 
     pub fn null(&mut self) {
         self.sep();
-        self.out.push_str("null");
+        self.out.extend_from_slice(b"null");
     }
 
     /// Append pre-rendered JSON text as one value.
-    pub fn raw(&mut self, json: &str) {
+    pub fn raw(&mut self, json: &[u8]) {
         self.sep();
-        self.out.push_str(json);
+        self.out.extend_from_slice(json);
     }
 
-    pub fn string_mut(&mut self) -> &mut String {
-        self.out
+    /// Write a string value produced by `f` writing raw, already-safe bytes (digits,
+    /// ASCII punctuation) straight into the output.
+    pub fn str_with(&mut self, f: impl FnOnce(&mut Vec<u8>)) {
+        self.sep();
+        self.out.push(b'"');
+        f(self.out);
+        self.out.push(b'"');
     }
 }
 
-fn itoa_buf() -> [u8; 20] {
-    [0u8; 20]
-}
-
-fn fmt_u64(mut v: u64, buf: &mut [u8; 20]) -> &str {
+pub(crate) fn push_u64(out: &mut Vec<u8>, mut v: u64) {
+    let mut buf = [0u8; 20];
     let mut i = buf.len();
     loop {
         i -= 1;
@@ -112,35 +110,41 @@ fn fmt_u64(mut v: u64, buf: &mut [u8; 20]) -> &str {
             break;
         }
     }
-    // Only ASCII digits were written.
-    std::str::from_utf8(&buf[i..]).unwrap_or("0")
+    out.extend_from_slice(&buf[i..]);
 }
 
+/// Bytes that need escaping in a JSON string, or start a non-ASCII sequence.
+const SPECIAL: [bool; 256] = {
+    let mut t = [false; 256];
+    let mut i = 0;
+    while i < 256 {
+        t[i] = i < 0x20 || i == b'"' as usize || i == b'\\' as usize || i >= 0x80;
+        i += 1;
+    }
+    t
+};
+
 /// Write `b` as a JSON string literal.
-pub(crate) fn escape_into(out: &mut String, b: &[u8]) {
-    out.push('"');
+pub(crate) fn escape_into(out: &mut Vec<u8>, b: &[u8]) {
+    out.push(b'"');
     let mut rest = b;
     while !rest.is_empty() {
-        // Longest prefix that needs no escaping.
-        let clean = rest.iter().position(|&c| c < 0x20 || c == b'"' || c == b'\\' || c >= 0x80).unwrap_or(rest.len());
-        if clean > 0 {
-            // ASCII only, so valid UTF-8.
-            out.push_str(std::str::from_utf8(&rest[..clean]).unwrap_or(""));
-            rest = &rest[clean..];
-            continue;
-        }
-        let c = rest[0];
+        // Longest prefix that needs no escaping (printable ASCII).
+        let clean = rest.iter().position(|&c| SPECIAL[c as usize]).unwrap_or(rest.len());
+        out.extend_from_slice(&rest[..clean]);
+        rest = &rest[clean..];
+        let Some(&c) = rest.first() else { break };
         if c >= 0x80 {
-            // Take a valid UTF-8 run if there is one.
+            // Take the valid UTF-8 run that starts here, if any.
             let valid = match std::str::from_utf8(rest) {
                 Ok(s) => s.len(),
                 Err(e) => e.valid_up_to(),
             };
             if valid > 0 {
-                let s = std::str::from_utf8(&rest[..valid]).unwrap_or("");
-                // Push only the non-ASCII-prefix part; ASCII inside is re-checked next loop.
-                let end = s.char_indices().find(|&(_, ch)| (ch as u32) < 0x80).map(|(i, _)| i).unwrap_or(s.len());
-                out.push_str(&s[..end]);
+                let s = &rest[..valid];
+                // Up to the next ASCII byte; ASCII is re-checked for escapes above.
+                let end = s.iter().position(|&b| b < 0x80).unwrap_or(valid);
+                out.extend_from_slice(&s[..end]);
                 rest = &rest[end..];
                 continue;
             }
@@ -149,23 +153,23 @@ pub(crate) fn escape_into(out: &mut String, b: &[u8]) {
             continue;
         }
         match c {
-            b'"' => out.push_str("\\\""),
-            b'\\' => out.push_str("\\\\"),
-            b'\n' => out.push_str("\\n"),
-            b'\r' => out.push_str("\\r"),
-            b'\t' => out.push_str("\\t"),
+            b'"' => out.extend_from_slice(b"\\\""),
+            b'\\' => out.extend_from_slice(b"\\\\"),
+            b'\n' => out.extend_from_slice(b"\\n"),
+            b'\r' => out.extend_from_slice(b"\\r"),
+            b'\t' => out.extend_from_slice(b"\\t"),
             _ => push_u_escape(out, c),
         }
         rest = &rest[1..];
     }
-    out.push('"');
+    out.push(b'"');
 }
 
-fn push_u_escape(out: &mut String, c: u8) {
+fn push_u_escape(out: &mut Vec<u8>, c: u8) {
     const HEX: &[u8; 16] = b"0123456789abcdef";
-    out.push_str("\\u00");
-    out.push(HEX[(c >> 4) as usize] as char);
-    out.push(HEX[(c & 15) as usize] as char);
+    out.extend_from_slice(b"\\u00");
+    out.push(HEX[(c >> 4) as usize]);
+    out.push(HEX[(c & 15) as usize]);
 }
 
 #[cfg(test)]
@@ -174,8 +178,9 @@ mod tests {
 
     #[test]
     fn escapes_and_non_utf8() {
-        let mut s = String::new();
-        escape_into(&mut s, b"a\"b\\c\n\x01\xff\xc3\xa9z");
+        let mut out = Vec::new();
+        escape_into(&mut out, b"a\"b\\c\n\x01\xff\xc3\xa9z");
+        let s = String::from_utf8(out).unwrap();
         assert_eq!(s, "\"a\\\"b\\\\c\\n\\u0001\\u00ffééz\"".replace("éé", "é"));
         let v: serde_json::Value = serde_json::from_str(&s).unwrap();
         assert_eq!(v.as_str().unwrap(), "a\"b\\c\n\u{1}\u{ff}éz");
@@ -183,8 +188,8 @@ mod tests {
 
     #[test]
     fn nested_structure_is_valid_json() {
-        let mut s = String::new();
-        let mut w = JsonWriter::new(&mut s);
+        let mut out = Vec::new();
+        let mut w = JsonWriter::new(&mut out);
         w.begin_object();
         w.key("a");
         w.u64(0);
@@ -198,6 +203,6 @@ mod tests {
         w.key("c");
         w.bool(true);
         w.end_object();
-        assert_eq!(s, r#"{"a":0,"b":[-5,null,{}],"c":true}"#);
+        assert_eq!(out, br#"{"a":0,"b":[-5,null,{}],"c":true}"#);
     }
 }

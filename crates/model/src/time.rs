@@ -2,20 +2,48 @@
 
 /// `1970-01-01T00:00:00.000000Z` style, microsecond precision (floor).
 pub fn format_rfc3339_micros(ts_ns: i64) -> String {
-    let mut s = String::with_capacity(27);
-    write_rfc3339_micros(&mut s, ts_ns);
-    s
+    let mut v = Vec::with_capacity(27);
+    write_rfc3339_micros(&mut v, ts_ns);
+    String::from_utf8(v).unwrap_or_default()
 }
 
-pub(crate) fn write_rfc3339_micros(out: &mut String, ts_ns: i64) {
+fn digits(out: &mut Vec<u8>, v: u64, width: usize) {
+    let mut buf = [b'0'; 20];
+    let mut x = v;
+    let mut i = buf.len();
+    while x > 0 {
+        i -= 1;
+        buf[i] = b'0' + (x % 10) as u8;
+        x /= 10;
+    }
+    let start = buf.len() - width.max(buf.len() - i);
+    out.extend_from_slice(&buf[start..]);
+}
+
+pub(crate) fn write_rfc3339_micros(out: &mut Vec<u8>, ts_ns: i64) {
     let micros = ts_ns.div_euclid(1_000);
     let secs = micros.div_euclid(1_000_000);
-    let frac = micros.rem_euclid(1_000_000);
+    let frac = micros.rem_euclid(1_000_000) as u64;
     let days = secs.div_euclid(86_400);
-    let sod = secs.rem_euclid(86_400);
+    let sod = secs.rem_euclid(86_400) as u64;
     let (y, m, d) = civil_from_days(days);
-    use std::fmt::Write;
-    let _ = write!(out, "{y:04}-{m:02}-{d:02}T{:02}:{:02}:{:02}.{frac:06}Z", sod / 3600, sod / 60 % 60, sod % 60);
+    if y < 0 {
+        out.push(b'-');
+    }
+    digits(out, y.unsigned_abs(), 4);
+    out.push(b'-');
+    digits(out, m as u64, 2);
+    out.push(b'-');
+    digits(out, d as u64, 2);
+    out.push(b'T');
+    digits(out, sod / 3600, 2);
+    out.push(b':');
+    digits(out, sod / 60 % 60, 2);
+    out.push(b':');
+    digits(out, sod % 60, 2);
+    out.push(b'.');
+    digits(out, frac, 6);
+    out.push(b'Z');
 }
 
 /// Days since 1970-01-01 to a proleptic Gregorian date (Howard Hinnant's algorithm).

@@ -185,6 +185,8 @@ pub struct Transaction {
     pub trans_depth: u32,
     pub client: (IpAddr, u16),
     pub server: (IpAddr, u16),
+    /// The connection's Community ID (computed once per connection).
+    pub community_id: std::sync::Arc<str>,
     pub request: Option<Request>,
     pub response: Option<Response>,
     pub flags: Flags,
@@ -226,8 +228,8 @@ impl Transaction {
         }
     }
 
-    /// Render as one JSON object (no newline).
-    pub fn render(&self, opts: &RenderOptions, out: &mut String) {
+    /// Render as one JSON object (no newline), appended to `out` (valid UTF-8).
+    pub fn render(&self, opts: &RenderOptions, out: &mut Vec<u8>) {
         let mut w = JsonWriter::new(out);
         w.begin_object();
         w.key("kind");
@@ -235,20 +237,19 @@ impl Transaction {
         w.key("schema_version");
         w.u64(crate::SCHEMA_VERSION as u64);
         w.key("ts");
-        let mut ts = String::with_capacity(27);
-        write_rfc3339_micros(&mut ts, self.ts());
-        w.str(&ts);
+        let ts = self.ts();
+        w.str_with(|o| write_rfc3339_micros(o, ts));
         w.key("conn_id");
         w.u64(self.conn_id);
         w.key("community_id");
-        w.str(&crate::community_id(self.client.0, self.client.1, self.server.0, self.server.1));
+        w.str(&self.community_id);
         w.key("trans_depth");
         w.u64(self.trans_depth as u64);
         for (k, (ip, port)) in [("client", self.client), ("server", self.server)] {
             w.key(k);
             w.begin_object();
             w.key("ip");
-            w.str(&ip.to_string());
+            w.str_with(|o| push_ip(o, ip));
             w.key("port");
             w.u64(port as u64);
             w.end_object();
@@ -363,6 +364,20 @@ fn message_fields(w: &mut JsonWriter<'_>, m: &Message, opts: &RenderOptions) {
     w.u64(m.body.transfer_len);
     w.key("wire_len");
     w.u64(m.head_len as u64 + m.body.wire_len);
+}
+
+fn push_ip(out: &mut Vec<u8>, ip: IpAddr) {
+    match ip {
+        IpAddr::V4(v4) => {
+            for (i, o) in v4.octets().iter().enumerate() {
+                if i > 0 {
+                    out.push(b'.');
+                }
+                crate::json::push_u64(out, *o as u64);
+            }
+        }
+        IpAddr::V6(v6) => out.extend_from_slice(v6.to_string().as_bytes()),
+    }
 }
 
 fn is_secret(name: &[u8]) -> bool {
