@@ -22,6 +22,7 @@ use std::hash::{Hash, Hasher};
 use std::io::IsTerminal;
 use std::net::IpAddr;
 use std::path::PathBuf;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 pub struct ReplayOptions {
@@ -74,32 +75,43 @@ pub fn replay(opts: &ReplayOptions) -> Result<ReplayReport> {
 }
 
 /// Iterate the packets of every file in order, stopping at the first format error.
-/// Bytes behind the read position released from memory at a time, and how far behind the
-/// read position the release stays (the sharded mode's workers still read payloads that
-/// the reader passed; re-reading a released page is only slower, never wrong).
-const RELEASE_STEP: usize = 8 << 20;
-const RELEASE_LAG: usize = 32 << 20;
+/// Pages of the mapped input are released from memory in steps of this many bytes, once
+/// everything before them has been processed (`safe`): memory stays flat whatever the
+/// file size. Re-reading a released page is only slower, never wrong.
+const RELEASE_STEP: u64 = 8 << 20;
 
+/// Iterate the packets of every file in order, stopping at the first format error. `f`
+/// gets each packet, its index in the whole input, and its end offset in the whole input
+/// (files laid end to end). `safe()` says up to which offset of the whole input nothing
+/// will read the mapping again.
 fn for_each_packet<'a>(
     caps: &'a [CaptureFile],
     progress: &mut Progress,
-    mut f: impl FnMut(file::Packet<'a>, u64) -> Result<()>,
+    safe: &dyn Fn() -> u64,
+    mut f: impl FnMut(file::Packet<'a>, u64, u64) -> Result<()>,
 ) -> Result<Option<anyhow::Error>> {
     let mut idx = 0u64;
-    let mut done_bytes = 0u64;
+    let mut base = 0u64;
     let mut warned = BTreeSet::new();
+    // Per file: (start in the whole input, bytes released so far).
+    let mut released: Vec<(u64, u64)> = Vec::new();
+    let release = |released: &mut Vec<(u64, u64)>, limit: u64| {
+        for (i, (start, done)) in released.iter_mut().enumerate() {
+            let len = caps[i].bytes().len() as u64;
+            let upto = limit.saturating_sub(*start).min(len);
+            if upto >= *done + RELEASE_STEP || (upto == len && upto > *done) {
+                caps[i].release(*done as usize, upto as usize);
+                *done = upto;
+            }
+        }
+    };
     for cap in caps {
+        released.push((base, 0));
         let mut reader = match file::Reader::new(cap.bytes()) {
             Ok(r) => r,
             Err(e) => return Ok(Some(anyhow!("{}: {e}", cap.path.display()))),
         };
-        let mut released = 0usize;
         loop {
-            let pos = reader.position() as usize;
-            if pos >= released + RELEASE_LAG + RELEASE_STEP {
-                cap.release(released, pos - RELEASE_LAG);
-                released = pos - RELEASE_LAG;
-            }
             match reader.next() {
                 None => break,
                 Some(Ok(p)) => {
@@ -110,16 +122,20 @@ fn for_each_packet<'a>(
                             p.linktype
                         );
                     }
-                    f(p, idx)?;
+                    let end = base + reader.position();
+                    f(p, idx, end)?;
                     idx += 1;
+                    if idx & 0x3ff == 0 {
+                        release(&mut released, safe().min(end));
+                    }
                     if idx & 0xffff == 0 {
-                        progress.tick(done_bytes + reader.position());
+                        progress.tick(end);
                     }
                 }
                 Some(Err(e)) => return Ok(Some(anyhow!("{}: {e}", cap.path.display()))),
             }
         }
-        done_bytes += cap.bytes().len() as u64;
+        base += cap.bytes().len() as u64;
     }
     Ok(None)
 }
@@ -131,7 +147,8 @@ fn run_inline(
     progress: &mut Progress,
 ) -> Result<(Stats, Option<anyhow::Error>)> {
     let mut engine = Engine::new(cfg.clone());
-    let err = for_each_packet(caps, progress, |p, idx| {
+    // One thread: nothing reads a packet again once the next one is read.
+    let err = for_each_packet(caps, progress, &|| u64::MAX, |p, idx, _| {
         engine.packet(p.linktype, p.data, p.orig_len, p.ts_ns, idx);
         if engine.has_output() {
             for tx in engine.drain() {
@@ -152,7 +169,7 @@ fn run_inline(
 /// Packets per epoch: each worker gets one batch per epoch (possibly empty).
 const EPOCH: u64 = 4096;
 /// Batches in flight per worker.
-const CHANNEL_DEPTH: usize = 16;
+const CHANNEL_DEPTH: usize = 4;
 
 enum Payload<'a> {
     Borrowed(&'a [u8]),
@@ -178,7 +195,15 @@ struct Seg<'a> {
     payload: Payload<'a>,
 }
 
+/// One epoch's segments for a worker, and the end offset of the epoch in the input.
+struct Batch<'a> {
+    segs: Vec<Seg<'a>>,
+    end: u64,
+}
+
 struct Rendered {
+    /// End offset of the epoch in the input: once merged, the input before it is done.
+    end: u64,
     text: Vec<u8>,
     /// (sort key, end offset in `text`) per record.
     marks: Vec<((u64, u64), usize)>,
@@ -201,13 +226,14 @@ fn render_into(r: &mut Rendered, opts: &RenderOptions, tx: &Transaction, idx: u6
     r.marks.push(((idx, tie), r.text.len()));
 }
 
-fn worker(rx: Receiver<Option<Vec<Seg<'_>>>>, tx: Sender<Rendered>, cfg: EngineConfig, opts: RenderOptions) -> Stats {
+fn worker(rx: Receiver<Option<Batch<'_>>>, tx: Sender<Rendered>, cfg: EngineConfig, opts: RenderOptions) -> Stats {
     let mut streams = Streams::new(cfg.flow, cfg.http);
     while let Ok(msg) = rx.recv() {
-        let mut r = Rendered { text: Vec::new(), marks: Vec::new() };
+        let mut r = Rendered { end: 0, text: Vec::new(), marks: Vec::new() };
         match msg {
             Some(batch) => {
-                for s in &batch {
+                r.end = batch.end;
+                for s in &batch.segs {
                     let payload = match &s.payload {
                         Payload::Borrowed(b) => b,
                         Payload::Owned(v) => v.as_slice(),
@@ -238,6 +264,7 @@ fn worker(rx: Receiver<Option<Vec<Seg<'_>>>>, tx: Sender<Rendered>, cfg: EngineC
                 }
             }
             None => {
+                r.end = u64::MAX;
                 streams.finish();
                 for t in streams.drain() {
                     render_into(&mut r, &opts, &t, u64::MAX);
@@ -262,12 +289,13 @@ fn run_sharded(
 ) -> Result<(Stats, Option<anyhow::Error>)> {
     let mut decode = Decode::new(cfg.decoder.clone());
     let ranges: Vec<(usize, usize)> = caps.iter().map(|c| (c.bytes().as_ptr() as usize, c.bytes().len())).collect();
+    let done = AtomicU64::new(0);
     std::thread::scope(|scope| -> Result<(Stats, Option<anyhow::Error>)> {
         let mut to_workers = Vec::new();
         let mut from_workers = Vec::new();
         let mut handles = Vec::new();
         for _ in 0..n {
-            let (stx, srx) = bounded::<Option<Vec<Seg<'_>>>>(CHANNEL_DEPTH);
+            let (stx, srx) = bounded::<Option<Batch<'_>>>(CHANNEL_DEPTH);
             let (rtx, rrx) = bounded::<Rendered>(CHANNEL_DEPTH);
             let (c, o) = (cfg.clone(), opts.clone());
             handles.push(scope.spawn(move || worker(srx, rtx, c, o)));
@@ -275,6 +303,7 @@ fn run_sharded(
             from_workers.push(rrx);
         }
         // Output thread: one Rendered per worker per epoch, merged in packet order.
+        let done = &done;
         let writer = scope.spawn(move || -> Result<()> {
             'epochs: loop {
                 let mut parts = Vec::with_capacity(n);
@@ -296,12 +325,15 @@ fn run_sharded(
                 for (_, w, s, e) in order {
                     out.raw(&parts[w].text[s..e], 1)?;
                 }
+                // Every worker is past this epoch: its input can be released.
+                done.store(parts.iter().map(|p| p.end).min().unwrap_or(0), Ordering::Release);
             }
             Ok(())
         });
 
         let mut batches: Vec<Vec<Seg<'_>>> = (0..n).map(|_| Vec::new()).collect();
-        let read_err = for_each_packet(caps, progress, |p, idx| {
+        let safe = || done.load(Ordering::Acquire);
+        let read_err = for_each_packet(caps, progress, &safe, |p, idx, end| {
             if let Some(seg) = decode.frame(p.linktype, p.data, p.orig_len, p.ts_ns) {
                 let ptr = seg.payload.as_ptr() as usize;
                 let payload = match ranges.iter().position(|&(s, l)| ptr >= s && ptr + seg.payload.len() <= s + l) {
@@ -330,12 +362,12 @@ fn run_sharded(
                 });
             }
             if (idx + 1) % EPOCH == 0 {
-                send_epoch(&mut batches, &to_workers)?;
+                send_epoch(&mut batches, &to_workers, end)?;
             }
             Ok(())
         });
         // Whatever happened while reading, flush what was read.
-        let sent = send_epoch(&mut batches, &to_workers);
+        let sent = send_epoch(&mut batches, &to_workers, u64::MAX);
         for tx in &to_workers {
             let _ = tx.send(None);
         }
@@ -352,9 +384,9 @@ fn run_sharded(
     })
 }
 
-fn send_epoch<'a>(batches: &mut [Vec<Seg<'a>>], to: &[Sender<Option<Vec<Seg<'a>>>>]) -> Result<()> {
+fn send_epoch<'a>(batches: &mut [Vec<Seg<'a>>], to: &[Sender<Option<Batch<'a>>>], end: u64) -> Result<()> {
     for (w, b) in batches.iter_mut().enumerate() {
-        to[w].send(Some(std::mem::take(b))).map_err(|_| anyhow!("worker {w} stopped"))?;
+        to[w].send(Some(Batch { segs: std::mem::take(b), end })).map_err(|_| anyhow!("worker {w} stopped"))?;
     }
     Ok(())
 }
