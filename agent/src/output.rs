@@ -2,18 +2,21 @@
 
 use anyhow::{Context, Result};
 use apiwatch_model::{RenderOptions, Transaction};
-use std::io::{BufWriter, Write};
+use std::io::Write;
 use std::path::Path;
 
-/// Newline-delimited JSON records.
+/// Newline-delimited JSON records. Records are rendered straight into one buffer that is
+/// written out when it passes 1 MiB: no per-record copy.
 pub struct NdjsonOutput {
-    w: BufWriter<Box<dyn Write + Send>>,
-    line: Vec<u8>,
+    w: Box<dyn Write + Send>,
+    buf: Vec<u8>,
     opts: RenderOptions,
     pub records: u64,
     /// The reader went away (broken pipe): stop writing, quietly.
     pub closed: bool,
 }
+
+const FLUSH_AT: usize = 1 << 20;
 
 impl NdjsonOutput {
     pub fn new(path: Option<&Path>, opts: RenderOptions) -> Result<Self> {
@@ -24,28 +27,22 @@ impl NdjsonOutput {
                 std::fs::File::create(p).with_context(|| format!("cannot create output file {}", p.display()))?,
             ),
         };
-        Ok(NdjsonOutput {
-            w: BufWriter::with_capacity(1 << 20, w),
-            line: Vec::with_capacity(4096),
-            opts,
-            records: 0,
-            closed: false,
-        })
+        Ok(NdjsonOutput { w, buf: Vec::with_capacity(FLUSH_AT + (64 << 10)), opts, records: 0, closed: false })
     }
 
-    /// Render a transaction into a line (without writing it).
+    /// Render a transaction as one line (appended to `line`).
     pub fn render(opts: &RenderOptions, tx: &Transaction, line: &mut Vec<u8>) {
         tx.render(opts, line);
         line.push(b'\n');
     }
 
     pub fn transaction(&mut self, tx: &Transaction) -> Result<()> {
-        self.line.clear();
-        Self::render(&self.opts, tx, &mut self.line);
-        let line = std::mem::take(&mut self.line);
-        let r = self.raw(&line, 1);
-        self.line = line;
-        r
+        if self.closed {
+            return Ok(());
+        }
+        Self::render(&self.opts, tx, &mut self.buf);
+        self.records += 1;
+        self.maybe_write()
     }
 
     /// Write `records` pre-rendered lines.
@@ -53,8 +50,22 @@ impl NdjsonOutput {
         if self.closed {
             return Ok(());
         }
+        self.buf.extend_from_slice(bytes);
         self.records += records;
-        match self.w.write_all(bytes) {
+        self.maybe_write()
+    }
+
+    fn maybe_write(&mut self) -> Result<()> {
+        if self.buf.len() >= FLUSH_AT {
+            self.write_buf()?;
+        }
+        Ok(())
+    }
+
+    fn write_buf(&mut self) -> Result<()> {
+        let r = self.w.write_all(&self.buf);
+        self.buf.clear();
+        match r {
             Err(e) if e.kind() == std::io::ErrorKind::BrokenPipe => {
                 self.closed = true;
                 Ok(())
@@ -64,6 +75,9 @@ impl NdjsonOutput {
     }
 
     pub fn flush(&mut self) -> Result<()> {
+        if !self.closed {
+            self.write_buf()?;
+        }
         match self.w.flush() {
             Err(e) if e.kind() == std::io::ErrorKind::BrokenPipe => {
                 self.closed = true;

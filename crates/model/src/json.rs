@@ -2,6 +2,14 @@
 //! bytes. Invalid UTF-8 bytes are written as `\u00XX` escapes of the byte value, so no
 //! input byte is silently replaced; readers see the byte as a Latin-1 code point.
 
+/// `key!(w, "name")` writes the key `"name":` with one copy.
+#[macro_export]
+macro_rules! key {
+    ($w:expr, $k:literal) => {
+        $w.key_raw(concat!("\"", $k, "\":").as_bytes())
+    };
+}
+
 pub struct JsonWriter<'a> {
     out: &'a mut Vec<u8>,
     /// Whether the next value in the current container needs a comma first.
@@ -48,6 +56,16 @@ impl<'a> JsonWriter<'a> {
         self.out.push(b'"');
         self.out.extend_from_slice(k.as_bytes());
         self.out.extend_from_slice(b"\":");
+        self.need_comma = false;
+    }
+
+    /// Write a key given as its full JSON text, quotes and colon included (see [`key!`]):
+    /// one copy instead of three.
+    pub fn key_raw(&mut self, quoted: &[u8]) {
+        if self.need_comma {
+            self.out.push(b',');
+        }
+        self.out.extend_from_slice(quoted);
         self.need_comma = false;
     }
 
@@ -124,13 +142,33 @@ const SPECIAL: [bool; 256] = {
     t
 };
 
+/// Length of the prefix of `b` made of bytes that need no escaping, eight at a time.
+fn clean_prefix(b: &[u8]) -> usize {
+    const ONES: u64 = 0x0101_0101_0101_0101;
+    const HIGH: u64 = 0x8080_8080_8080_8080;
+    let mut i = 0;
+    while i + 8 <= b.len() {
+        let x = u64::from_le_bytes([b[i], b[i + 1], b[i + 2], b[i + 3], b[i + 4], b[i + 5], b[i + 6], b[i + 7]]);
+        // A byte below 0x20, a '"', a '\\' or a byte with the high bit set.
+        let below = x.wrapping_sub(ONES * 0x20) & !x;
+        let q = x ^ (ONES * b'"' as u64);
+        let bs = x ^ (ONES * b'\\' as u64);
+        let zero = |v: u64| v.wrapping_sub(ONES) & !v;
+        if (below | zero(q) | zero(bs) | x) & HIGH != 0 {
+            break;
+        }
+        i += 8;
+    }
+    i + b[i..].iter().position(|&c| SPECIAL[c as usize]).unwrap_or(b.len() - i)
+}
+
 /// Write `b` as a JSON string literal.
 pub(crate) fn escape_into(out: &mut Vec<u8>, b: &[u8]) {
     out.push(b'"');
     let mut rest = b;
     while !rest.is_empty() {
         // Longest prefix that needs no escaping (printable ASCII).
-        let clean = rest.iter().position(|&c| SPECIAL[c as usize]).unwrap_or(rest.len());
+        let clean = clean_prefix(rest);
         out.extend_from_slice(&rest[..clean]);
         rest = &rest[clean..];
         let Some(&c) = rest.first() else { break };
@@ -184,6 +222,34 @@ mod tests {
         assert_eq!(s, "\"a\\\"b\\\\c\\n\\u0001\\u00ffééz\"".replace("éé", "é"));
         let v: serde_json::Value = serde_json::from_str(&s).unwrap();
         assert_eq!(v.as_str().unwrap(), "a\"b\\c\n\u{1}\u{ff}éz");
+    }
+
+    #[test]
+    fn clean_prefix_agrees_with_the_table() {
+        let mut x: u32 = 1;
+        for len in 0..200 {
+            let v: Vec<u8> = (0..len)
+                .map(|_| {
+                    x = x.wrapping_mul(1_103_515_245).wrapping_add(12345);
+                    // Mostly printable, sometimes special.
+                    let r = (x >> 16) as u8;
+                    if r < 240 {
+                        b'a' + r % 26
+                    } else {
+                        r
+                    }
+                })
+                .collect();
+            let want = v.iter().position(|&c| SPECIAL[c as usize]).unwrap_or(v.len());
+            assert_eq!(clean_prefix(&v), want, "{v:?}");
+        }
+        for special in [0u8, 0x1f, b'"', b'\\', 0x80, 0xff] {
+            for pos in 0..20 {
+                let mut v = vec![b'x'; 24];
+                v[pos] = special;
+                assert_eq!(clean_prefix(&v), pos);
+            }
+        }
     }
 
     #[test]

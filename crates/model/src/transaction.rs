@@ -232,61 +232,61 @@ impl Transaction {
     pub fn render(&self, opts: &RenderOptions, out: &mut Vec<u8>) {
         let mut w = JsonWriter::new(out);
         w.begin_object();
-        w.key("kind");
+        crate::key!(w, "kind");
         w.str("transaction");
-        w.key("schema_version");
+        crate::key!(w, "schema_version");
         w.u64(crate::SCHEMA_VERSION as u64);
-        w.key("ts");
+        crate::key!(w, "ts");
         let ts = self.ts();
         w.str_with(|o| write_rfc3339_micros(o, ts));
-        w.key("conn_id");
+        crate::key!(w, "conn_id");
         w.u64(self.conn_id);
-        w.key("community_id");
+        crate::key!(w, "community_id");
         w.str(&self.community_id);
-        w.key("trans_depth");
+        crate::key!(w, "trans_depth");
         w.u64(self.trans_depth as u64);
         for (k, (ip, port)) in [("client", self.client), ("server", self.server)] {
             w.key(k);
             w.begin_object();
-            w.key("ip");
+            crate::key!(w, "ip");
             w.str_with(|o| push_ip(o, ip));
-            w.key("port");
+            crate::key!(w, "port");
             w.u64(port as u64);
             w.end_object();
         }
-        w.key("request");
+        crate::key!(w, "request");
         match &self.request {
             None => w.null(),
             Some(r) => {
                 w.begin_object();
-                w.key("method");
+                crate::key!(w, "method");
                 w.bytes(r.method());
-                w.key("uri");
+                crate::key!(w, "uri");
                 w.bytes(r.uri());
-                w.key("host");
+                crate::key!(w, "host");
                 match r.host() {
                     Some(h) => w.bytes(h),
                     None => w.null(),
                 }
-                w.key("version");
+                crate::key!(w, "version");
                 w.bytes(r.version());
                 message_fields(&mut w, &r.msg, opts);
                 w.end_object();
             }
         }
-        w.key("response");
+        crate::key!(w, "response");
         match &self.response {
             None => w.null(),
             Some(r) => {
                 w.begin_object();
-                w.key("status");
+                crate::key!(w, "status");
                 w.u64(r.status as u64);
-                w.key("reason");
+                crate::key!(w, "reason");
                 w.bytes(r.reason());
-                w.key("version");
+                crate::key!(w, "version");
                 w.bytes(r.version());
                 if !r.interim.is_empty() {
-                    w.key("interim_status");
+                    crate::key!(w, "interim_status");
                     w.begin_array();
                     for s in &r.interim {
                         w.u64(*s as u64);
@@ -305,17 +305,17 @@ impl Transaction {
             ),
             _ => (None, None),
         };
-        w.key("latency_us");
+        crate::key!(w, "latency_us");
         match lat {
             Some(v) => w.u64(v),
             None => w.null(),
         }
-        w.key("duration_us");
+        crate::key!(w, "duration_us");
         match dur {
             Some(v) => w.u64(v),
             None => w.null(),
         }
-        w.key("flags");
+        crate::key!(w, "flags");
         w.begin_array();
         for n in self.flags.names() {
             w.str(n);
@@ -326,14 +326,14 @@ impl Transaction {
 }
 
 fn message_fields(w: &mut JsonWriter<'_>, m: &Message, opts: &RenderOptions) {
-    w.key("headers");
+    crate::key!(w, "headers");
     w.begin_array();
     let mut masked = String::new();
     for (name, value) in m.head.iter() {
         w.begin_object();
-        w.key("name");
+        crate::key!(w, "name");
         w.bytes(name);
-        w.key("value");
+        crate::key!(w, "value");
         if opts.redact && is_secret(name) {
             masked.clear();
             mask_value(name, value, &mut masked);
@@ -344,25 +344,25 @@ fn message_fields(w: &mut JsonWriter<'_>, m: &Message, opts: &RenderOptions) {
         w.end_object();
     }
     w.end_array();
-    w.key("content_type");
+    crate::key!(w, "content_type");
     match m.content_type() {
         Some(c) => w.bytes(c),
         None => w.null(),
     }
-    w.key("content_encoding");
+    crate::key!(w, "content_encoding");
     match m.head.header("content-encoding") {
         Some(c) => w.bytes(c),
         None => w.null(),
     }
-    w.key("chunked");
+    crate::key!(w, "chunked");
     w.bool(m.body.chunked);
-    w.key("header_len");
+    crate::key!(w, "header_len");
     w.u64(m.head_len as u64);
-    w.key("body_len");
+    crate::key!(w, "body_len");
     w.u64(m.body.len);
-    w.key("transfer_len");
+    crate::key!(w, "transfer_len");
     w.u64(m.body.transfer_len);
-    w.key("wire_len");
+    crate::key!(w, "wire_len");
     w.u64(m.head_len as u64 + m.body.wire_len);
 }
 
