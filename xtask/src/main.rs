@@ -127,7 +127,6 @@ fn fuzz(root: &Path, secs: u64) -> Result<()> {
         let corpus = root.join("fuzz/corpus").join(target);
         std::fs::create_dir_all(&corpus)?;
         println!("fuzzing {target} for {secs} s");
-        run(Command::new("rustup").args(["run", "nightly", "true"]).current_dir(root)).ok();
         let mut cmd = Command::new("cargo");
         cmd.env("RUSTC_BOOTSTRAP", "1")
             .args(["fuzz", "run", target])
