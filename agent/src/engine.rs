@@ -67,7 +67,7 @@ mirror!(FlowCounters from FlowStats {
 mirror!(HttpCounters from HttpStats {
     conns_http, conns_not_http, requests, responses, interim_responses, transactions, no_response, no_request,
     parse_errors, http09, resyncs, resync_bytes_skipped, resync_given_up, gaps_in_body, gaps_outside_body,
-    upgrades, tunnel_bytes, oversized_heads, pending_overflow, body_bytes, sample_bytes_now, sample_bytes_peak,
+    upgrades, h2_prior_knowledge, tunnel_bytes, oversized_heads, pending_overflow, body_bytes, sample_bytes_now, sample_bytes_peak,
     samples_skipped_memcap, decode_errors,
 });
 

@@ -314,3 +314,38 @@ fn skip_helper_is_exercised() {
         skip_or_fail("demonstration: outside CI this prints SKIPPED");
     }
 }
+
+#[test]
+fn hostile_traffic_is_reported_within_the_caps() {
+    let cap = pcaps().join("hostile.pcap");
+    let attacks = std::fs::read_to_string(pcaps().join("hostile.attacks.log")).unwrap();
+    for cfg in [EngineConfig::default(), tight()] {
+        let (txs, stats, err) = replay(std::slice::from_ref(&cap), cfg.clone());
+        assert!(err.is_none());
+        // One transaction per attack, with the status the attacking client saw.
+        let mut got: Vec<String> =
+            txs.iter().map(|t| t.response.as_ref().map_or("closed".into(), |r| r.status.to_string())).collect();
+        let mut want: Vec<String> = attacks.lines().map(|l| l.split_whitespace().nth(1).unwrap().to_string()).collect();
+        got.sort();
+        want.sort();
+        assert_eq!(got, want);
+        // Every one of them says what was wrong with it, except the well-formed last one.
+        let clean = txs.iter().filter(|t| t.flags == Flags::default()).count();
+        assert_eq!(clean, 1, "{:?}", txs.iter().map(|t| t.flags.names().collect::<Vec<_>>()).collect::<Vec<_>>());
+        assert!(txs.iter().any(|t| t.flags.has(Flags::OVERSIZED_HEADERS)));
+        assert!(stats.http.oversized_heads >= 1 && stats.http.parse_errors >= 3);
+        // Memory held stayed within the caps.
+        assert!(stats.http.sample_bytes_peak <= 2 * cfg.http.body_sample_bytes as u64);
+        assert_eq!(stats.http.sample_bytes_now, 0);
+        assert_eq!(stats.flows.ooo_bytes_now, 0);
+    }
+}
+
+/// Small caps, to see them hold.
+fn tight() -> EngineConfig {
+    let mut c = EngineConfig::default();
+    c.http.max_header_bytes = 4096;
+    c.http.body_sample_bytes = 1024;
+    c.flow.max_ooo_per_flow = 8192;
+    c
+}

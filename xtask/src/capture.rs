@@ -281,6 +281,20 @@ pub fn run(root: &Path, out: &Path) -> Result<()> {
         std::fs::write(name.with_extension("client.log"), log)?;
         println!("captured {}", name.display());
     }
+    // 6. Hostile clients against nginx: huge and numerous headers, binary garbage, an endless
+    //    chunk, a 20-digit Content-Length, a head cut by the close.
+    {
+        let name = out.join("hostile.pcap");
+        let rec = record(&lab, &lab.srv_if, &name, false)?;
+        let mut log = String::new();
+        let args =
+            vec![assets.join("hostile_client.py").display().to_string(), netns::SRV4.to_string(), "8081".to_string()];
+        client(&lab, "python3", &args, &mut log)?;
+        sleep(Duration::from_millis(500));
+        rec.stop()?;
+        std::fs::write(out.join("hostile.attacks.log"), log)?;
+        println!("captured {}", name.display());
+    }
     drop(servers);
     drop(lab);
     Ok(())

@@ -85,6 +85,8 @@ pub struct HttpStats {
     pub gaps_in_body: u64,
     pub gaps_outside_body: u64,
     pub upgrades: u64,
+    /// Connections that opened with the HTTP/2 preface (h2c prior knowledge).
+    pub h2_prior_knowledge: u64,
     pub tunnel_bytes: u64,
     pub oversized_heads: u64,
     /// Oldest request emitted without response because too many were pending.
@@ -561,6 +563,14 @@ impl HttpHandler {
                 self.stats.parse_errors += 1;
             }
             let method = msg.head.part(0);
+            if method == b"PRI" && msg.head.part(1) == b"*" && msg.head.part(2) == b"2.0" {
+                // The HTTP/2 connection preface (h2c with prior knowledge): not HTTP/1.x
+                // from here on. Counted and skipped like an upgrade.
+                self.stats.h2_prior_knowledge += 1;
+                self.stats.upgrades += 1;
+                c.mode = Mode::Tunnel;
+                return;
+            }
             let head_request = method.eq_ignore_ascii_case(b"HEAD");
             let connect = method.eq_ignore_ascii_case(b"CONNECT");
             let framing = if fi.chunked {
@@ -599,10 +609,10 @@ impl HttpHandler {
                 None => {
                     let mut p = self.new_pending(c, info);
                     p.flags.set(Flags::NO_REQUEST);
-                    // An unparsable request that this answers.
-                    if c.sides[REQ].carry.has(Flags::PARSE_ERROR) && c.sides[REQ].st == St::Resync {
-                        p.flags.set(Flags::PARSE_ERROR);
-                        c.sides[REQ].carry = Flags::default();
+                    // An unparsable (or oversized) request that this answers: say why it
+                    // is missing.
+                    if matches!(c.sides[REQ].st, St::Resync | St::Done) {
+                        p.flags.set(std::mem::take(&mut c.sides[REQ].carry));
                     }
                     self.stats.no_request += 1;
                     c.pending.push_back(p);
@@ -956,9 +966,34 @@ impl HttpHandler {
             St::UntilClose => self.finish(c, info, s, false),
             St::Length(_) | St::Chunked(_) => self.finish(c, info, s, true),
             St::Head if !c.sides[s].buf.is_empty() => {
-                // A head cut off by the end of the stream.
-                self.stats.parse_errors += 1;
-                c.sides[s].buf.clear();
+                // A head cut off by the end of the stream. A request whose line and fields
+                // so far parse is still reported (truncated): slow or abandoned requests
+                // are worth seeing.
+                let mut buf = std::mem::take(&mut c.sides[s].buf);
+                buf.extend_from_slice(b"\r\n\r\n");
+                match (s, parse::parse_request(&buf, self.cfg.max_headers)) {
+                    (REQ, Head::Complete(mut head, n, _)) => {
+                        head.raw.truncate(n - 4);
+                        let ts = c.sides[REQ].head_ts;
+                        let msg = Message {
+                            head,
+                            head_len: (n - 4) as u32,
+                            body: Body::default(),
+                            ts_first: ts,
+                            ts_last: ts,
+                        };
+                        let mut p = self.new_pending(c, info);
+                        p.req_start = Some(c.sides[REQ].head_off);
+                        p.req = Some(msg);
+                        p.req_done = true;
+                        p.flags.set(Flags::TRUNCATED);
+                        p.flags.set(std::mem::take(&mut c.sides[REQ].carry));
+                        self.stats.requests += 1;
+                        c.sides[REQ].messages += 1;
+                        c.pending.push_back(p);
+                    }
+                    _ => self.stats.parse_errors += 1,
+                }
             }
             _ => {}
         }

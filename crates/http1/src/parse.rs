@@ -33,6 +33,7 @@ pub const METHODS: &[&[u8]] = &[
     b"LINK",
     b"UNLINK",
     b"QUERY",
+    b"PRI",
     b"BCOPY",
     b"BDELETE",
     b"BMOVE",

@@ -372,3 +372,25 @@ fn lost_response_is_detected_by_acknowledgment() {
         ]
     );
 }
+
+#[test]
+fn h2c_prior_knowledge_is_skipped_and_counted() {
+    let (txs, st) = run_cfg(
+        &[
+            C(b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n\x00\x00\x12\x04\x00\x00\x00\x00\x00"),
+            S(b"\x00\x00\x00\x04\x01\x00\x00\x00\x00"),
+        ],
+        HttpConfig::default(),
+        false,
+    );
+    assert!(txs.is_empty());
+    assert_eq!((st.h2_prior_knowledge, st.upgrades, st.parse_errors), (1, 1, 0));
+    assert!(st.tunnel_bytes > 0);
+}
+
+#[test]
+fn request_head_cut_by_the_close_is_reported() {
+    let txs = run(&[C(b"GET /slow HTTP/1.1\r\nHost: x\r\nX-Partial: ye"), CFin]);
+    assert_eq!(summary(&txs), [row("GET", "/slow", 0, 0, 0, &["truncated", "no_response"])]);
+    assert_eq!(txs[0].request.as_ref().unwrap().host(), Some(&b"x"[..]));
+}
