@@ -349,3 +349,14 @@ fn tight() -> EngineConfig {
     c.flow.max_ooo_per_flow = 8192;
     c
 }
+
+#[test]
+fn vlan_captures_really_carry_tags() {
+    for (file, ethertype) in [("vlan.pcap", [0x81, 0x00]), ("qinq.pcap", [0x88, 0xa8])] {
+        let cap = apiwatch::capture::CaptureFile::open(&pcaps().join(file)).unwrap();
+        let frames: Vec<_> =
+            apiwatch::capture::file::Reader::new(cap.bytes()).unwrap().map(|p| p.unwrap().data.to_vec()).collect();
+        let tagged = frames.iter().filter(|f| f.get(12..14) == Some(&ethertype[..])).count();
+        assert!(tagged * 10 >= frames.len() * 9, "{file}: {tagged} of {} frames tagged", frames.len());
+    }
+}

@@ -295,6 +295,21 @@ pub fn run(root: &Path, out: &Path) -> Result<()> {
         std::fs::write(out.join("hostile.attacks.log"), log)?;
         println!("captured {}", name.display());
     }
+    // 7. 802.1Q and QinQ (802.1ad over 802.1Q) tagged frames: the kernel pushes the tags on
+    //    egress and pops them on ingress (TC BPF, ebpf/vlan_tag.o); taps see them tagged.
+    for (file, push) in [("vlan.pcap", "classifier/vlan_push"), ("qinq.pcap", "classifier/qinq_push")] {
+        lab.tag_frames(&root.join("ebpf/vlan_tag.o"), push)?;
+        let name = out.join(file);
+        let rec = record(&lab, &lab.srv_if, &name, false)?;
+        let mut log = String::new();
+        let (a, b) = (format!("{api4}/users/42"), format!("http://{}:8081/data.json", netns::SRV4));
+        client(&lab, "curl", &curl_session(&[vec![&a], vec!["-X", "DELETE", &a]]), &mut log)?;
+        client(&lab, "curl", &curl_session(&[vec![&b]]), &mut log)?;
+        sleep(Duration::from_millis(500));
+        rec.stop()?;
+        std::fs::write(name.with_extension("client.log"), log)?;
+        println!("captured {}", name.display());
+    }
     drop(servers);
     drop(lab);
     Ok(())

@@ -32,8 +32,9 @@ fn main() -> Result<()> {
             fuzz(&root, secs)
         }
         Some("damage") => damage::cli(&args[1..]),
+        Some("ebpf") => ebpf(&root, args.iter().any(|a| a == "--check")),
         _ => {
-            eprintln!("usage: cargo xtask <capture [--out DIR] | bless | test | bench [--quick] | fuzz [--seconds N]>");
+            eprintln!("usage: cargo xtask <capture [--out DIR] | bless | test | bench [--quick] | fuzz [--seconds N] | ebpf [--check]>");
             std::process::exit(2)
         }
     }
@@ -101,6 +102,8 @@ fn bless(root: &Path) -> Result<()> {
 /// fresh captures from real programs and replays them.
 fn test(root: &Path) -> Result<()> {
     run(Command::new("cargo").args(["test", "--workspace", "--all-targets"]).current_dir(root))?;
+    // The committed eBPF objects must be what their sources compile to.
+    ebpf(root, true)?;
     let ci = std::env::var("CI").map(|v| v == "true").unwrap_or(false);
     match netns::available() {
         Ok(()) => {
@@ -114,6 +117,40 @@ fn test(root: &Path) -> Result<()> {
         }
         Err(why) if ci => bail!("privileged capture tests cannot run under CI=true: {why}"),
         Err(why) => println!("SKIPPED privileged capture tests: {why}"),
+    }
+    Ok(())
+}
+
+/// Compile every `ebpf/src/*.c` into `ebpf/*.o` with clang. `--check`: compile into a
+/// temporary directory and fail if any committed object differs (CI runs this).
+fn ebpf(root: &Path, check: bool) -> Result<()> {
+    let src = root.join("ebpf/src");
+    let tmp = tempfile::tempdir()?;
+    let mut differ = Vec::new();
+    for entry in std::fs::read_dir(&src)? {
+        let path = entry?.path();
+        if path.extension().and_then(|e| e.to_str()) != Some("c") {
+            continue;
+        }
+        let stem = path.file_stem().and_then(|s| s.to_str()).unwrap_or("x").to_string();
+        let committed = root.join("ebpf").join(format!("{stem}.o"));
+        let out = if check { tmp.path().join(format!("{stem}.o")) } else { committed.clone() };
+        let dir = root.join("ebpf");
+        run(Command::new("clang")
+            .args(["-target", "bpf", "-O2", "-g", "-Wall", "-Werror"])
+            .arg(format!("-fdebug-prefix-map={}=.", dir.display()))
+            .args(["-I/usr/include/x86_64-linux-gnu", "-c"])
+            .arg(format!("src/{stem}.c"))
+            .arg("-o")
+            .arg(&out)
+            .current_dir(&dir))?;
+        if check && std::fs::read(&out)? != std::fs::read(&committed).unwrap_or_default() {
+            differ.push(committed.display().to_string());
+        }
+        println!("built {}", out.display());
+    }
+    if !differ.is_empty() {
+        bail!("committed eBPF objects differ from a fresh build (run `cargo xtask ebpf` and commit): {differ:?}");
     }
     Ok(())
 }

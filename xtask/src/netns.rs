@@ -3,8 +3,8 @@
 //! namespaces (and with them the links).
 //!
 //! A VLAN sub-interface would be the natural way to get 802.1Q frames, but the kernels of
-//! these machines are built without 802.1Q (nor tc's vlan action): VLAN decoding is
-//! covered by the Zeek trace `mixed-vlan-mpls.pcap` and by unit tests instead.
+//! these machines are built without 802.1Q (nor tc's vlan action): [`Lab::tag_frames`]
+//! has a small TC BPF program (`ebpf/src/vlan_tag.c`) push and pop the tags instead.
 
 use anyhow::{bail, Result};
 use std::process::{Command, Stdio};
@@ -95,6 +95,46 @@ impl Lab {
             ip(&["-n", ns, "link", "set", &vx, "up"])?;
         }
         Ok(lab)
+    }
+
+    /// Tag every frame on the wire between the namespaces: `push` (a section of
+    /// `ebpf/vlan_tag.o`, `classifier/vlan_push` or `classifier/qinq_push`) on egress of both
+    /// ends, `classifier/vlan_pop` on ingress. The kernel pushes and pops the tags (TC BPF,
+    /// direct action); calling it again swaps the push program.
+    pub fn tag_frames(&self, obj: &std::path::Path, push: &str) -> Result<()> {
+        for (ns, dev) in [(&self.cli, &self.cli_if), (&self.srv, &self.srv_if)] {
+            let obj = obj.to_string_lossy();
+            for args in [
+                vec!["qdisc", "replace", "dev", dev, "clsact"],
+                vec![
+                    "filter", "replace", "dev", dev, "egress", "pref", "1", "handle", "1", "bpf", "da", "obj", &obj,
+                    "sec", push,
+                ],
+                vec![
+                    "filter",
+                    "replace",
+                    "dev",
+                    dev,
+                    "ingress",
+                    "pref",
+                    "1",
+                    "handle",
+                    "1",
+                    "bpf",
+                    "da",
+                    "obj",
+                    &obj,
+                    "sec",
+                    "classifier/vlan_pop",
+                ],
+            ] {
+                let out = Command::new("ip").args(["netns", "exec", ns, "tc"]).args(&args).output()?;
+                if !out.status.success() {
+                    bail!("tc {}: {}", args.join(" "), String::from_utf8_lossy(&out.stderr).trim());
+                }
+            }
+        }
+        Ok(())
     }
 
     /// A command run inside namespace `ns`.
