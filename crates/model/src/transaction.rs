@@ -328,7 +328,7 @@ impl Transaction {
 fn message_fields(w: &mut JsonWriter<'_>, m: &Message, opts: &RenderOptions) {
     crate::key!(w, "headers");
     w.begin_array();
-    let mut masked = String::new();
+    let mut masked = Vec::new();
     for (name, value) in m.head.iter() {
         w.begin_object();
         crate::key!(w, "name");
@@ -337,7 +337,7 @@ fn message_fields(w: &mut JsonWriter<'_>, m: &Message, opts: &RenderOptions) {
         if opts.redact && is_secret(name) {
             masked.clear();
             mask_value(name, value, &mut masked);
-            w.bytes(masked.as_bytes());
+            w.bytes(&masked);
         } else {
             w.bytes(value);
         }
@@ -384,50 +384,51 @@ fn is_secret(name: &[u8]) -> bool {
     SECRET_HEADERS.iter().any(|s| name.eq_ignore_ascii_case(s.as_bytes()))
 }
 
+fn trim(b: &[u8]) -> &[u8] {
+    let s = b.iter().position(|c| !c.is_ascii_whitespace()).unwrap_or(b.len());
+    let e = b.iter().rposition(|c| !c.is_ascii_whitespace()).map_or(s, |p| p + 1);
+    &b[s..e.max(s)]
+}
+
 /// Mask a credential header value, keeping what is safe and useful: the auth scheme,
-/// cookie names, Set-Cookie attributes.
-pub fn mask_value(name: &[u8], value: &[u8], out: &mut String) {
-    let text = String::from_utf8_lossy(value);
-    let lname = name.to_ascii_lowercase();
-    match lname.as_slice() {
-        b"authorization" | b"proxy-authorization" => match text.trim().split_once(' ') {
-            Some((scheme, _)) => {
-                out.push_str(scheme);
-                out.push_str(" ***");
-            }
-            None => out.push_str("***"),
-        },
-        b"cookie" => {
-            for (i, part) in text.split(';').enumerate() {
-                if i > 0 {
-                    out.push_str("; ");
-                }
-                match part.trim().split_once('=') {
-                    Some((n, _)) => {
-                        out.push_str(n);
-                        out.push_str("=***");
-                    }
-                    None => out.push_str("***"),
-                }
-            }
+/// cookie names, Set-Cookie attributes. Works on bytes; the result is `value`'s safe parts
+/// plus `***`.
+pub fn mask_value(name: &[u8], value: &[u8], out: &mut Vec<u8>) {
+    // `name=***` for a cookie pair (or `***` for a bare value).
+    let pair = |p: &[u8], out: &mut Vec<u8>| match p.iter().position(|&c| c == b'=') {
+        Some(i) => {
+            out.extend_from_slice(trim(&p[..i]));
+            out.extend_from_slice(b"=***");
         }
-        b"set-cookie" => {
-            let mut parts = text.split(';');
-            if let Some(first) = parts.next() {
-                match first.trim().split_once('=') {
-                    Some((n, _)) => {
-                        out.push_str(n);
-                        out.push_str("=***");
-                    }
-                    None => out.push_str("***"),
-                }
+        None => out.extend_from_slice(b"***"),
+    };
+    if name.eq_ignore_ascii_case(b"authorization") || name.eq_ignore_ascii_case(b"proxy-authorization") {
+        let v = trim(value);
+        match v.iter().position(|&c| c == b' ') {
+            Some(i) => {
+                out.extend_from_slice(&v[..i]);
+                out.extend_from_slice(b" ***");
             }
-            for attr in parts {
-                out.push(';');
-                out.push_str(attr);
-            }
+            None => out.extend_from_slice(b"***"),
         }
-        _ => out.push_str("***"),
+    } else if name.eq_ignore_ascii_case(b"cookie") {
+        for (i, p) in value.split(|&c| c == b';').enumerate() {
+            if i > 0 {
+                out.extend_from_slice(b"; ");
+            }
+            pair(trim(p), out);
+        }
+    } else if name.eq_ignore_ascii_case(b"set-cookie") {
+        let mut parts = value.split(|&c| c == b';');
+        if let Some(first) = parts.next() {
+            pair(trim(first), out);
+        }
+        for attr in parts {
+            out.push(b';');
+            out.extend_from_slice(attr);
+        }
+    } else {
+        out.extend_from_slice(b"***");
     }
 }
 
@@ -438,9 +439,9 @@ mod tests {
     #[test]
     fn masks_keep_scheme_and_names() {
         let m = |n: &str, v: &str| {
-            let mut s = String::new();
+            let mut s = Vec::new();
             mask_value(n.as_bytes(), v.as_bytes(), &mut s);
-            s
+            String::from_utf8(s).unwrap()
         };
         assert_eq!(m("Authorization", "Bearer eyJhbGciOi.x.y"), "Bearer ***");
         assert_eq!(m("Cookie", "sid=abc; theme=dark"), "sid=***; theme=***");
