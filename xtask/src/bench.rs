@@ -137,7 +137,8 @@ fn make_capture(out: &Path, bytes: u64, large: bool) -> Result<()> {
     if let Some(line) = msg.lines().find(|l| l.contains("dropped by kernel")) {
         println!("  tcpdump: {}", line.trim());
     }
-    let _ = nginx.kill();
+    // SIGTERM: nginx's master stops its workers (SIGKILL would orphan them).
+    let _ = Command::new("kill").args(["-TERM", &nginx.id().to_string()]).status();
     let _ = nginx.wait();
     drop(lab);
     std::fs::rename(&partial, out)?;

@@ -202,7 +202,9 @@ struct Flow<C> {
 pub struct FlowTable<H: Handler> {
     cfg: FlowConfig,
     map: HashMap<Key, usize, RandomState>,
-    slots: Vec<Option<Flow<H::Conn>>>,
+    /// Boxed: a flow is taken out of its slot for each packet, and moving a pointer is
+    /// cheaper than moving the flow (hundreds of bytes).
+    slots: Vec<Option<Box<Flow<H::Conn>>>>,
     free: Vec<usize>,
     stats: FlowStats,
     ooo_total: usize,
@@ -293,7 +295,7 @@ impl<H: Handler> FlowTable<H> {
         }
         let syn = seg.has(tcpflags::SYN);
         let client_side = if syn { Some(if seg.has(tcpflags::ACK) { 1 - side } else { side }) } else { None };
-        let flow = Flow {
+        let flow = Box::new(Flow {
             key,
             id: pkt,
             first_ts: ts,
@@ -305,7 +307,7 @@ impl<H: Handler> FlowTable<H> {
             syn_seen: false,
             conn: None,
             info: None,
-        };
+        });
         self.stats.flows_created += 1;
         if !syn {
             self.stats.flows_midstream += 1;

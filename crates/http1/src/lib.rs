@@ -199,7 +199,8 @@ struct Pending {
     /// Offset in the client's stream where the request started.
     req_start: Option<u64>,
     /// Content decoders of the request and response bodies.
-    dec: [Option<decode::BodyDecoder>; 2],
+    /// Boxed: decoder state is large and pending entries move through a queue.
+    dec: [Option<Box<decode::BodyDecoder>>; 2],
 }
 
 impl Pending {
@@ -701,7 +702,7 @@ impl HttpHandler {
             });
             if let (Some(gzip), false) = (coding, framing == Framing::None) {
                 if self.stats.decoders_now < max_decoders {
-                    p.dec[s] = Some(decode::BodyDecoder::new(gzip, cap));
+                    p.dec[s] = Some(Box::new(decode::BodyDecoder::new(gzip, cap)));
                     self.stats.decoders_now += 1;
                 } else {
                     self.stats.decoders_skipped += 1;
@@ -1049,8 +1050,8 @@ impl HttpHandler {
             client: info.client,
             server: info.server,
             community_id: community_id.clone(),
-            request: p.req.map(|msg| Request { msg }),
-            response: p.resp.map(|msg| Response { msg, status: p.status, interim: p.interim }),
+            request: p.req.map(|msg| Box::new(Request { msg })),
+            response: p.resp.map(|msg| Box::new(Response { msg, status: p.status, interim: p.interim })),
             flags: p.flags,
         });
     }

@@ -187,8 +187,9 @@ pub struct Transaction {
     pub server: (IpAddr, u16),
     /// The connection's Community ID (computed once per connection).
     pub community_id: std::sync::Arc<str>,
-    pub request: Option<Request>,
-    pub response: Option<Response>,
+    /// Boxed: transactions move through queues and channels; a pointer moves cheaply.
+    pub request: Option<Box<Request>>,
+    pub response: Option<Box<Response>>,
     pub flags: Flags,
 }
 
