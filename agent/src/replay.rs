@@ -18,7 +18,6 @@ use apiwatch_model::{RenderOptions, Transaction};
 use apiwatch_wire::{linktype, Checksum, TcpSegment};
 use crossbeam_channel::{bounded, Receiver, Sender};
 use std::collections::BTreeSet;
-use std::hash::{Hash, Hasher};
 use std::io::IsTerminal;
 use std::net::IpAddr;
 use std::path::PathBuf;
@@ -210,13 +209,20 @@ struct Rendered {
 }
 
 fn shard_of(seg: &TcpSegment<'_>, n: usize) -> usize {
-    let (a, b) = ((seg.src, seg.sport), (seg.dst, seg.dport));
-    let (lo, hi) = if a <= b { (a, b) } else { (b, a) };
-    // A fixed hasher: the shard of a flow must not change between runs.
-    let mut h = std::collections::hash_map::DefaultHasher::new();
-    lo.hash(&mut h);
-    hi.hash(&mut h);
-    (h.finish() % n as u64) as usize
+    // A fixed, cheap hash of the unordered endpoint pair: the shard of a flow must not
+    // change between runs, and both directions must land on the same shard.
+    let mix = |ip: IpAddr, port: u16| -> u64 {
+        let bits = match ip {
+            IpAddr::V4(v) => u32::from(v) as u64,
+            IpAddr::V6(v) => {
+                let x = u128::from(v);
+                (x as u64) ^ ((x >> 64) as u64)
+            }
+        };
+        (bits << 16 | port as u64).wrapping_mul(0x9e37_79b9_7f4a_7c15)
+    };
+    let h = mix(seg.src, seg.sport) ^ mix(seg.dst, seg.dport);
+    ((h ^ (h >> 29)).wrapping_mul(0xbf58_476d_1ce4_e5b9) >> 32) as usize % n
 }
 
 fn render_into(r: &mut Rendered, opts: &RenderOptions, tx: &Transaction, idx: u64) {
@@ -313,17 +319,23 @@ fn run_sharded(
                         Err(_) => break 'epochs,
                     }
                 }
-                let mut order: Vec<((u64, u64), usize, usize, usize)> = Vec::new();
-                for (w, r) in parts.iter().enumerate() {
-                    let mut start = 0;
-                    for &(key, end) in &r.marks {
-                        order.push((key, w, start, end));
-                        start = end;
+                // Each worker's records are in packet order: merge them (ties go to the
+                // lower worker, as a stable sort would).
+                let mut pos = vec![(0usize, 0usize); parts.len()]; // (mark index, text start)
+                loop {
+                    let mut best: Option<(usize, (u64, u64))> = None;
+                    for (w, r) in parts.iter().enumerate() {
+                        if let Some(&(key, _)) = r.marks.get(pos[w].0) {
+                            if best.is_none_or(|(_, k)| key < k) {
+                                best = Some((w, key));
+                            }
+                        }
                     }
-                }
-                order.sort_by_key(|&(key, w, start, _)| (key, w, start));
-                for (_, w, s, e) in order {
-                    out.raw(&parts[w].text[s..e], 1)?;
+                    let Some((w, _)) = best else { break };
+                    let (i, start) = pos[w];
+                    let end = parts[w].marks[i].1;
+                    out.raw(&parts[w].text[start..end], 1)?;
+                    pos[w] = (i + 1, end);
                 }
                 // Every worker is past this epoch: its input can be released.
                 done.store(parts.iter().map(|p| p.end).min().unwrap_or(0), Ordering::Release);
