@@ -163,6 +163,11 @@ impl Streams {
         self.flows.process(seg, ts, idx, &mut self.http);
     }
 
+    /// Time passes with no packet (see `FlowTable::tick`).
+    pub fn tick(&mut self, ts: i64) {
+        self.flows.tick(ts, &mut self.http);
+    }
+
     /// End of input: close every connection.
     pub fn finish(&mut self) {
         let ts = if self.last_ts == i64::MIN { 0 } else { self.last_ts };
@@ -203,6 +208,11 @@ impl Engine {
 
     pub fn finish(&mut self) {
         self.streams.finish();
+    }
+
+    /// Time passes with no packet: idle connections expire (live capture).
+    pub fn tick(&mut self, ts: i64) {
+        self.streams.tick(ts);
     }
 
     pub fn drain(&mut self) -> std::vec::Drain<'_, Transaction> {

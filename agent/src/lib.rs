@@ -2,7 +2,10 @@
 //! capture, output, configuration, the command line) around the pure stages in `crates/`.
 
 pub mod capture;
+pub mod config;
 pub mod engine;
+pub mod live;
 pub mod output;
+pub mod privileges;
 pub mod replay;
 pub mod summary;

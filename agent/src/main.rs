@@ -19,6 +19,11 @@ struct Cli {
 enum Cmd {
     /// Read pcap/pcapng files (optionally gzipped) and write HTTP transactions as NDJSON.
     Replay(ReplayArgs),
+    /// Capture live traffic (the daemon): the same records as replay, until SIGTERM/SIGINT.
+    /// SIGHUP reloads the configuration.
+    Run(RunArgs),
+    /// Check a configuration file: print every problem with the key that causes it.
+    CheckConfig { file: PathBuf },
     /// Benchmark helper: read every packet of a file and count bytes, with our reader or
     /// libpcap, doing nothing else.
     #[command(hide = true)]
@@ -27,6 +32,28 @@ enum Cmd {
         reader: String,
         file: PathBuf,
     },
+}
+
+#[derive(clap::Args)]
+struct RunArgs {
+    /// Configuration file (TOML; see packaging/apiwatch.toml). Flags below override it.
+    #[arg(short, long)]
+    config: Option<PathBuf>,
+    /// Interface to capture on (repeat for several).
+    #[arg(short, long = "interface")]
+    interfaces: Vec<String>,
+    /// Capture backend.
+    #[arg(long, value_parser = ["pcap", "ebpf"])]
+    capture: Option<String>,
+    /// Server ports to watch, comma-separated (e.g. 80,8080).
+    #[arg(long, value_delimiter = ',')]
+    ports: Option<Vec<u16>>,
+    /// Write records here ("-" for stdout).
+    #[arg(short, long)]
+    output: Option<String>,
+    /// Log as JSON lines.
+    #[arg(long)]
+    log_json: bool,
 }
 
 #[derive(clap::Args)]
@@ -128,6 +155,27 @@ fn run() -> Result<ExitCode> {
                 }
                 None => Ok(ExitCode::SUCCESS),
             }
+        }
+        Cmd::Run(a) => {
+            let o = apiwatch::live::Overrides {
+                interfaces: a.interfaces,
+                backend: a.capture.map(|c| {
+                    if c == "ebpf" {
+                        apiwatch::config::Backend::Ebpf
+                    } else {
+                        apiwatch::config::Backend::Pcap
+                    }
+                }),
+                ports: a.ports,
+                output: a.output,
+                log_json: a.log_json,
+            };
+            apiwatch::live::run(a.config.as_deref(), o)?;
+            Ok(ExitCode::SUCCESS)
+        }
+        Cmd::CheckConfig { file } => {
+            let n = apiwatch::live::check_config(&file);
+            Ok(if n == 0 { ExitCode::SUCCESS } else { ExitCode::from(1) })
         }
         Cmd::ReadOnly { reader, file } => {
             let start = std::time::Instant::now();

@@ -10,9 +10,9 @@
 //! with one worker and with two, each run three times (medians), and tshark extracting the
 //! HTTP requests from a slice of the file, with apiwatch on the same slice. Prints a table.
 
-use crate::netns::{self, Lab};
 use crate::release_binary;
 use anyhow::{bail, Context, Result};
+use apiwatch_testlab::{self as netns, Lab};
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::thread::sleep;

@@ -7,8 +7,8 @@
 //! these logs. Then damaged variants are derived with `damage.rs`.
 
 use crate::damage;
-use crate::netns::{self, Lab};
 use anyhow::{bail, Context, Result};
+use apiwatch_testlab::{self as netns, Lab};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::thread::sleep;

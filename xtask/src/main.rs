@@ -9,7 +9,6 @@
 mod bench;
 mod capture;
 mod damage;
-mod netns;
 
 use anyhow::{bail, Context, Result};
 use std::path::{Path, PathBuf};
@@ -105,7 +104,7 @@ fn test(root: &Path) -> Result<()> {
     // The committed eBPF objects must be what their sources compile to.
     ebpf(root, true)?;
     let ci = std::env::var("CI").map(|v| v == "true").unwrap_or(false);
-    match netns::available() {
+    match apiwatch_testlab::available() {
         Ok(()) => {
             let dir = root.join("target/capture-check");
             let _ = std::fs::remove_dir_all(&dir);

@@ -268,6 +268,16 @@ impl<H: Handler> FlowTable<H> {
         }
     }
 
+    /// Let time pass without a packet (live capture on an idle link): idle flows expire as
+    /// they would if a packet had arrived at `ts`.
+    pub fn tick(&mut self, ts: i64, h: &mut H) {
+        if ts > self.last_ts && ts >= self.next_sweep {
+            self.last_ts = ts;
+            self.next_sweep = ts.saturating_add(self.cfg.sweep_interval_ns);
+            self.sweep(ts, h, false);
+        }
+    }
+
     /// Close every flow (end of input). Connections are closed in order of their id.
     pub fn flush(&mut self, ts: i64, h: &mut H) {
         let mut idxs: Vec<usize> = self.map.values().copied().collect();

@@ -254,3 +254,16 @@ fn data_acknowledging_a_lost_request_flushes_it_first() {
     let (ev, _) = run(&s);
     assert_eq!(ev[1..], ["ToServer gap 4", "ToServer GET2", "ToClient resp", "close Shutdown"]);
 }
+
+#[test]
+fn tick_expires_idle_flows_without_packets() {
+    let cfg = FlowConfig { idle_timeout_ns: 5_000, ..FlowConfig::default() };
+    let mut t = FlowTable::new(cfg);
+    let mut h = Rec::default();
+    t.process(&seg(true, 1, 0, ACK, b"GET x"), 0, 0, &mut h);
+    t.tick(1_000, &mut h);
+    assert_eq!(t.stats().flows_active, 1);
+    t.tick(2_000_000_000, &mut h);
+    assert_eq!(t.stats().flows_active, 0);
+    assert!(h.events.contains(&"close Timeout".to_string()));
+}

@@ -1,4 +1,4 @@
-//! A two-host test lab: network namespaces joined by a veth pair, with a VXLAN tunnel over
+//! A two-host test lab for tests and `cargo xtask`: network namespaces joined by a veth pair, with a VXLAN tunnel over
 //! it (the encapsulation cloud traffic mirroring uses). Dropping the [`Lab`] deletes the
 //! namespaces (and with them the links).
 //!
@@ -50,7 +50,11 @@ fn ip(args: &[&str]) -> Result<()> {
 
 impl Lab {
     pub fn new() -> Result<Lab> {
-        let id = std::process::id() % 100_000;
+        // Unique per lab: tests build several in parallel, and other processes make
+        // namespaces too. Interface names must stay within 15 bytes.
+        static NEXT: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
+        let n = NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed) % 100;
+        let id = format!("{}{n:02}", std::process::id() % 10_000);
         let lab = Lab {
             cli: format!("aw{id}c"),
             srv: format!("aw{id}s"),

@@ -1,0 +1,388 @@
+//! The daemon's configuration: TOML, closed (unknown keys are errors), validated up front.
+//!
+//! `Config::load` reports a syntax or type problem with the key and line; `validate` then
+//! collects every semantic problem at once, each naming its key and the bad value, so that
+//! `apiwatch check-config` can print them all. Every key is documented in
+//! `packaging/apiwatch.toml`, and a test checks that file parses and validates.
+
+use crate::engine::EngineConfig;
+use serde::Deserialize;
+use std::fmt;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+
+#[derive(Debug, Clone, Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+pub struct Config {
+    #[serde(default)]
+    pub capture: CaptureConfig,
+    #[serde(default)]
+    pub http: HttpSection,
+    #[serde(default)]
+    pub flows: FlowSection,
+    #[serde(default)]
+    pub output: OutputConfig,
+    #[serde(default)]
+    pub metrics: MetricsConfig,
+    #[serde(default)]
+    pub log: LogConfig,
+    #[serde(default)]
+    pub privileges: PrivilegesConfig,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Backend {
+    Pcap,
+    Ebpf,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct CaptureConfig {
+    pub backend: Backend,
+    pub interfaces: Vec<String>,
+    /// Server ports to watch (TCP). Empty with no `filter`: every TCP port.
+    pub ports: Vec<u16>,
+    /// A raw BPF filter expression, used instead of the one built from `ports`.
+    pub filter: Option<String>,
+    pub snaplen: u32,
+    pub promiscuous: bool,
+    /// Kernel capture buffer per interface, bytes.
+    pub buffer_bytes: u64,
+}
+
+impl Default for CaptureConfig {
+    fn default() -> Self {
+        CaptureConfig {
+            backend: Backend::Pcap,
+            interfaces: Vec::new(),
+            ports: vec![80, 8080],
+            filter: None,
+            snaplen: 262_144,
+            promiscuous: false,
+            buffer_bytes: 64 << 20,
+        }
+    }
+}
+
+impl CaptureConfig {
+    /// The BPF filter expression for libpcap.
+    pub fn bpf_filter(&self) -> String {
+        if let Some(f) = &self.filter {
+            return f.clone();
+        }
+        if self.ports.is_empty() {
+            return "tcp".into();
+        }
+        let ports: Vec<String> = self.ports.iter().map(|p| format!("port {p}")).collect();
+        // Fragments carry no ports: keep them so that reassembly can see whole datagrams.
+        format!("(tcp and ({})) or (ip[6:2] & 0x3fff != 0)", ports.join(" or "))
+    }
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct HttpSection {
+    pub body_sample_bytes: usize,
+    pub max_header_bytes: usize,
+}
+
+impl Default for HttpSection {
+    fn default() -> Self {
+        HttpSection { body_sample_bytes: 64 << 10, max_header_bytes: 64 << 10 }
+    }
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct FlowSection {
+    pub max_flows: usize,
+    pub idle_timeout_secs: u64,
+    pub reassembly_flow_bytes: usize,
+    pub reassembly_total_bytes: usize,
+}
+
+impl Default for FlowSection {
+    fn default() -> Self {
+        FlowSection {
+            max_flows: 200_000,
+            idle_timeout_secs: 300,
+            reassembly_flow_bytes: 512 << 10,
+            reassembly_total_bytes: 64 << 20,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct OutputConfig {
+    /// NDJSON destination: a file path, or "-" for stdout.
+    pub path: String,
+    pub redact: bool,
+}
+
+impl Default for OutputConfig {
+    fn default() -> Self {
+        OutputConfig { path: "-".into(), redact: true }
+    }
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct MetricsConfig {
+    pub enabled: bool,
+    /// Where Prometheus metrics and the health endpoint are served: a loopback address.
+    pub listen: String,
+}
+
+impl Default for MetricsConfig {
+    fn default() -> Self {
+        MetricsConfig { enabled: true, listen: "127.0.0.1:9464".into() }
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum LogFormat {
+    Human,
+    Json,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct LogConfig {
+    pub format: LogFormat,
+    pub level: String,
+}
+
+impl Default for LogConfig {
+    fn default() -> Self {
+        LogConfig { format: LogFormat::Human, level: "info".into() }
+    }
+}
+
+#[derive(Debug, Clone, Deserialize, Default)]
+#[serde(deny_unknown_fields, default)]
+pub struct PrivilegesConfig {
+    /// Run as this user once capture is open (capabilities are dropped with root).
+    pub user: Option<String>,
+}
+
+/// One problem in a configuration: the key, and what is wrong with its value.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Problem {
+    pub key: String,
+    pub message: String,
+}
+
+impl fmt::Display for Problem {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}: {}", self.key, self.message)
+    }
+}
+
+fn problem(key: &str, message: String) -> Problem {
+    Problem { key: key.into(), message }
+}
+
+impl Config {
+    /// Read and parse `path`. A syntax or type error is one problem naming the key (as far
+    /// as TOML says) and the line.
+    pub fn load(path: &Path) -> Result<Config, Vec<Problem>> {
+        let text = std::fs::read_to_string(path)
+            .map_err(|e| vec![problem("(file)", format!("cannot read {}: {e}", path.display()))])?;
+        Config::parse(&text)
+    }
+
+    pub fn parse(text: &str) -> Result<Config, Vec<Problem>> {
+        toml::from_str::<Config>(text).map_err(|e| {
+            let line = e.span().map(|s| text[..s.start.min(text.len())].matches('\n').count() + 1);
+            let key = key_at(text, e.span().map(|s| s.start));
+            let msg = e.message().to_string();
+            vec![problem(
+                &key,
+                match line {
+                    Some(l) => format!("{msg} (line {l})"),
+                    None => msg,
+                },
+            )]
+        })
+    }
+
+    /// Every semantic problem, each with its key and the bad value. `live`: the daemon is
+    /// about to capture (interfaces are required).
+    pub fn validate(&self, live: bool) -> Vec<Problem> {
+        let mut v = Vec::new();
+        let c = &self.capture;
+        if live && c.interfaces.is_empty() {
+            v.push(problem("capture.interfaces", "no interface given: name at least one (e.g. [\"eth0\"])".into()));
+        }
+        for (i, name) in c.interfaces.iter().enumerate() {
+            if name.is_empty() || name.len() > 15 || name.contains('/') || name.contains(char::is_whitespace) {
+                v.push(problem(&format!("capture.interfaces[{i}]"), format!("{name:?} is not a valid interface name")));
+            }
+        }
+        for (i, p) in c.ports.iter().enumerate() {
+            if *p == 0 {
+                v.push(problem(&format!("capture.ports[{i}]"), "0 is not a port".into()));
+            }
+        }
+        if let Some(f) = &c.filter {
+            if f.trim().is_empty() {
+                v.push(problem(
+                    "capture.filter",
+                    "empty filter expression (leave the key out to filter by ports)".into(),
+                ));
+            }
+        }
+        if c.snaplen < 256 {
+            v.push(problem(
+                "capture.snaplen",
+                format!("{} is too small to hold HTTP headers (at least 256)", c.snaplen),
+            ));
+        }
+        if c.buffer_bytes < 1 << 20 {
+            v.push(problem("capture.buffer_bytes", format!("{} is below 1 MiB", c.buffer_bytes)));
+        }
+        if self.http.max_header_bytes < 256 {
+            v.push(problem("http.max_header_bytes", format!("{} is below 256", self.http.max_header_bytes)));
+        }
+        if self.flows.max_flows == 0 {
+            v.push(problem("flows.max_flows", "0 flows cannot hold any connection".into()));
+        }
+        if self.flows.idle_timeout_secs == 0 {
+            v.push(problem("flows.idle_timeout_secs", "0 would close every connection at once".into()));
+        }
+        if self.output.path.is_empty() {
+            v.push(problem("output.path", "empty path (use \"-\" for stdout)".into()));
+        } else if self.output.path != "-" {
+            let parent = Path::new(&self.output.path).parent().filter(|p| !p.as_os_str().is_empty());
+            if let Some(dir) = parent {
+                if !dir.is_dir() {
+                    v.push(problem("output.path", format!("directory {} does not exist", dir.display())));
+                }
+            }
+        }
+        if self.metrics.enabled {
+            match self.metrics.listen.parse::<SocketAddr>() {
+                Err(_) => {
+                    v.push(problem("metrics.listen", format!("{:?} is not an address:port", self.metrics.listen)))
+                }
+                Ok(a) if !a.ip().is_loopback() => v.push(problem(
+                    "metrics.listen",
+                    format!("{a} is not a loopback address: metrics are served on loopback only"),
+                )),
+                Ok(_) => {}
+            }
+        }
+        if !["error", "warn", "info", "debug", "trace"].contains(&self.log.level.as_str()) {
+            v.push(problem("log.level", format!("{:?} is not one of error, warn, info, debug, trace", self.log.level)));
+        }
+        if let Some(u) = &self.privileges.user {
+            if crate::privileges::lookup_user(u).is_none() {
+                v.push(problem("privileges.user", format!("no user named {u:?} on this system")));
+            }
+        }
+        v
+    }
+
+    /// The pipeline settings this configuration asks for.
+    pub fn engine(&self) -> EngineConfig {
+        let mut e = EngineConfig::default();
+        e.http.body_sample_bytes = self.http.body_sample_bytes;
+        e.http.max_header_bytes = self.http.max_header_bytes;
+        e.flow.max_flows = self.flows.max_flows;
+        e.flow.idle_timeout_ns = (self.flows.idle_timeout_secs as i64).saturating_mul(1_000_000_000);
+        e.flow.max_ooo_per_flow = self.flows.reassembly_flow_bytes;
+        e.flow.max_ooo_total = self.flows.reassembly_total_bytes;
+        e
+    }
+
+    pub fn output_path(&self) -> Option<PathBuf> {
+        (self.output.path != "-").then(|| PathBuf::from(&self.output.path))
+    }
+}
+
+/// The dotted key whose value starts at byte `at` of `text` (best effort: the nearest
+/// `[table]` header and `key =` before the position).
+fn key_at(text: &str, at: Option<usize>) -> String {
+    let Some(at) = at else { return "(config)".into() };
+    let before = &text[..at.min(text.len())];
+    let mut table = String::new();
+    let mut key = String::new();
+    for line in before.lines() {
+        let t = line.trim();
+        if t.starts_with('[') && t.ends_with(']') {
+            table = t.trim_matches(|c| c == '[' || c == ']').trim().to_string();
+            key.clear();
+        } else if let Some((k, _)) = t.split_once('=') {
+            key = k.trim().to_string();
+        }
+    }
+    // The error may sit on a key itself (an unknown field): take the key of its line.
+    let line_start = before.rfind('\n').map_or(0, |i| i + 1);
+    let line = text[line_start..].lines().next().unwrap_or("");
+    if let Some((k, _)) = line.split_once('=') {
+        if !line.trim_start().starts_with('[') {
+            key = k.trim().to_string();
+        }
+    }
+    match (table.is_empty(), key.is_empty()) {
+        (true, true) => "(config)".into(),
+        (true, false) => key,
+        (false, true) => table,
+        (false, false) => format!("{table}.{key}"),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn example_config_parses_and_validates() {
+        let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("../packaging/apiwatch.toml");
+        let c = Config::load(&path).expect("example parses");
+        let problems: Vec<_> = c.validate(true).into_iter().filter(|p| p.key != "privileges.user").collect();
+        assert!(problems.is_empty(), "{problems:?}");
+        assert_eq!(c.capture.backend, Backend::Pcap);
+    }
+
+    #[test]
+    fn unknown_keys_are_named() {
+        let e = Config::parse("[capture]\ninterfaces = [\"eth0\"]\nprots = [80]\n").unwrap_err();
+        assert_eq!(e[0].key, "capture.prots");
+        assert!(e[0].message.contains("unknown field") && e[0].message.contains("line 3"), "{}", e[0]);
+    }
+
+    #[test]
+    fn wrong_types_are_named() {
+        let e = Config::parse("[capture]\nports = [\"http\"]\n").unwrap_err();
+        assert_eq!(e[0].key, "capture.ports");
+        let e = Config::parse("[capture]\nbackend = \"afpacket\"\n").unwrap_err();
+        assert_eq!(e[0].key, "capture.backend");
+        assert!(e[0].message.contains("pcap") && e[0].message.contains("ebpf"), "{}", e[0]);
+    }
+
+    #[test]
+    fn every_problem_is_reported_with_its_key() {
+        let c = Config::parse(
+            "[capture]\ninterfaces = [\"bad name\"]\nports = [0]\nsnaplen = 10\n[metrics]\nlisten = \"0.0.0.0:9464\"\n[log]\nlevel = \"loud\"\n",
+        )
+        .unwrap();
+        let keys: Vec<String> = c.validate(true).into_iter().map(|p| p.key).collect();
+        assert_eq!(
+            keys,
+            ["capture.interfaces[0]", "capture.ports[0]", "capture.snaplen", "metrics.listen", "log.level"]
+        );
+    }
+
+    #[test]
+    fn filter_from_ports() {
+        let c = CaptureConfig { ports: vec![80, 8080], ..CaptureConfig::default() };
+        assert_eq!(c.bpf_filter(), "(tcp and (port 80 or port 8080)) or (ip[6:2] & 0x3fff != 0)");
+        let c = CaptureConfig { ports: vec![], ..CaptureConfig::default() };
+        assert_eq!(c.bpf_filter(), "tcp");
+    }
+}

@@ -1,0 +1,527 @@
+//! `apiwatch run`: live capture into the same pipeline `apiwatch replay` uses.
+//!
+//! Threads:
+//! - one capture thread per interface: libpcap in non-blocking mode with `poll` (a blocking
+//!   read with a timeout can hang with TPACKET_V3 once traffic stops), feeding its own
+//!   [`Engine`]; completed transactions are rendered there and sent in batches;
+//! - the output thread: writes batches (NDJSON), reopens the file on reload;
+//! - the metrics thread: a small tokio server for `/metrics` (Prometheus text) and
+//!   `/health`, on a loopback address;
+//! - the main thread: signals. SIGTERM and SIGINT stop capture, flush every connection and
+//!   exit; SIGHUP reloads the configuration (filter, ports, output) without losing flows.
+//!
+//! Every queue is bounded: a full output queue drops the batch and counts it
+//! (`apiwatch_output_dropped_records_total`): a slow output never stalls capture.
+
+use crate::config::{Backend, Config, LogFormat};
+use crate::engine::{Engine, Stats};
+use crate::output::NdjsonOutput;
+use anyhow::{anyhow, bail, Context, Result};
+use apiwatch_model::RenderOptions;
+use crossbeam_channel::{bounded, Receiver, Sender, TrySendError};
+use std::collections::BTreeMap;
+use std::os::fd::AsRawFd;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+/// Command-line settings that override the file.
+#[derive(Debug, Default, Clone)]
+pub struct Overrides {
+    pub interfaces: Vec<String>,
+    pub backend: Option<Backend>,
+    pub ports: Option<Vec<u16>>,
+    pub output: Option<String>,
+    pub log_json: bool,
+}
+
+fn effective_config(path: Option<&Path>, o: &Overrides) -> Result<Config, Vec<crate::config::Problem>> {
+    let mut c = match path {
+        Some(p) => Config::load(p)?,
+        None => Config::default(),
+    };
+    if !o.interfaces.is_empty() {
+        c.capture.interfaces = o.interfaces.clone();
+    }
+    if let Some(b) = o.backend {
+        c.capture.backend = b;
+    }
+    if let Some(p) = &o.ports {
+        c.capture.ports = p.clone();
+    }
+    if let Some(out) = &o.output {
+        c.output.path = out.clone();
+    }
+    if o.log_json {
+        c.log.format = LogFormat::Json;
+    }
+    let problems = c.validate(true);
+    if problems.is_empty() {
+        Ok(c)
+    } else {
+        Err(problems)
+    }
+}
+
+/// What capture threads publish for the metrics endpoint.
+#[derive(Default)]
+struct IfaceState {
+    stats: Stats,
+    kernel_received: u64,
+    kernel_dropped: u64,
+    interface_dropped: u64,
+    heartbeat: Option<Instant>,
+}
+
+#[derive(Default)]
+struct Shared {
+    ifaces: Mutex<BTreeMap<String, IfaceState>>,
+    output_records: AtomicU64,
+    output_dropped: AtomicU64,
+    output_queued: AtomicU64,
+    reloads: AtomicU64,
+}
+
+enum OutMsg {
+    Records(Vec<u8>, u64),
+    Reopen(Option<PathBuf>),
+}
+
+/// Settings a capture thread picks up on reload.
+struct Live {
+    filter: Mutex<String>,
+    generation: AtomicU64,
+}
+
+pub fn run(config_path: Option<&Path>, o: Overrides) -> Result<()> {
+    let cfg = match effective_config(config_path, &o) {
+        Ok(c) => c,
+        Err(problems) => {
+            for p in &problems {
+                eprintln!("apiwatch: config: {p}");
+            }
+            bail!("{} problem(s) in the configuration", problems.len());
+        }
+    };
+    init_logging(&cfg);
+    if cfg.capture.backend == Backend::Ebpf {
+        bail!("capture.backend = \"ebpf\" is not available in this build yet; use \"pcap\"");
+    }
+
+    let stop = Arc::new(AtomicBool::new(false));
+    let reload = Arc::new(AtomicBool::new(false));
+    signal_hook::flag::register(signal_hook::consts::SIGTERM, stop.clone())?;
+    signal_hook::flag::register(signal_hook::consts::SIGINT, stop.clone())?;
+    signal_hook::flag::register(signal_hook::consts::SIGHUP, reload.clone())?;
+
+    // Open every capture before dropping privileges.
+    let mut caps = Vec::new();
+    for name in &cfg.capture.interfaces {
+        caps.push((name.clone(), open_pcap(name, &cfg)?));
+        tracing::info!(interface = %name, filter = %cfg.capture.bpf_filter(), "capturing");
+    }
+    let shared = Arc::new(Shared::default());
+    let metrics = if cfg.metrics.enabled {
+        Some(start_metrics(&cfg.metrics.listen, shared.clone(), stop.clone())?)
+    } else {
+        None
+    };
+    if let Some(user) = &cfg.privileges.user {
+        crate::privileges::drop_to(user)?;
+        tracing::info!(user = %user, "dropped privileges");
+    }
+
+    let (out_tx, out_rx) = bounded::<OutMsg>(256);
+    let out_path = cfg.output_path();
+    let render = RenderOptions { redact: cfg.output.redact };
+    let writer = {
+        let shared = shared.clone();
+        std::thread::Builder::new().name("output".into()).spawn(move || output_thread(out_path, out_rx, shared))?
+    };
+    let live = Arc::new(Live { filter: Mutex::new(cfg.capture.bpf_filter()), generation: AtomicU64::new(0) });
+    let mut threads = Vec::new();
+    for (name, cap) in caps {
+        let (engine_cfg, render, out_tx, stop, live, shared) =
+            (cfg.engine(), render.clone(), out_tx.clone(), stop.clone(), live.clone(), shared.clone());
+        threads.push(
+            std::thread::Builder::new()
+                .name(format!("capture-{name}"))
+                .spawn(move || capture_thread(name, cap, engine_cfg, render, out_tx, stop, live, shared))?,
+        );
+    }
+    // The main thread keeps a sender to ask for reopening the output (SIGHUP).
+    let control = out_tx;
+
+    let mut current = cfg;
+    while !stop.load(Ordering::Relaxed) {
+        std::thread::sleep(Duration::from_millis(50));
+        if reload.swap(false, Ordering::Relaxed) {
+            match effective_config(config_path, &o) {
+                Ok(new) => {
+                    if new.capture.interfaces != current.capture.interfaces
+                        || new.capture.backend != current.capture.backend
+                    {
+                        tracing::warn!("capture.interfaces and capture.backend change only on restart");
+                    }
+                    *live.filter.lock().unwrap_or_else(|e| e.into_inner()) = new.capture.bpf_filter();
+                    live.generation.fetch_add(1, Ordering::Relaxed);
+                    shared.reloads.fetch_add(1, Ordering::Relaxed);
+                    tracing::info!(filter = %new.capture.bpf_filter(), "configuration reloaded");
+                    // The output file is reopened (log rotation) whether or not its path changed.
+                    if control.send_timeout(OutMsg::Reopen(new.output_path()), Duration::from_secs(1)).is_err() {
+                        tracing::error!("output thread busy: output not reopened");
+                    }
+                    current = new;
+                }
+                Err(problems) => {
+                    for p in &problems {
+                        tracing::error!(problem = %p, "reload refused, keeping the running configuration");
+                    }
+                }
+            }
+        }
+        if threads.iter().all(|t| t.is_finished()) {
+            break;
+        }
+    }
+    tracing::info!("stopping: flushing connections");
+    stop.store(true, Ordering::Relaxed);
+    let mut failed = None;
+    for t in threads {
+        match t.join() {
+            Ok(Ok(())) => {}
+            Ok(Err(e)) => failed = Some(e),
+            Err(_) => failed = Some(anyhow!("a capture thread panicked")),
+        }
+    }
+    drop(control);
+    writer.join().map_err(|_| anyhow!("the output thread panicked"))??;
+    if let Some(m) = metrics {
+        let _ = m.join();
+    }
+    tracing::info!(records = shared.output_records.load(Ordering::Relaxed), "stopped");
+    match failed {
+        Some(e) => Err(e),
+        None => Ok(()),
+    }
+}
+
+fn output_thread(path: Option<PathBuf>, rx: Receiver<OutMsg>, shared: Arc<Shared>) -> Result<()> {
+    let mut out = NdjsonOutput::new(path.as_deref(), RenderOptions::default())?;
+    let mut last_flush = Instant::now();
+    loop {
+        crossbeam_channel::select! {
+            recv(rx) -> msg => match msg {
+                Ok(OutMsg::Records(bytes, n)) => {
+                    shared.output_queued.fetch_sub(1, Ordering::Relaxed);
+                    out.raw(&bytes, n)?;
+                    shared.output_records.fetch_add(n, Ordering::Relaxed);
+                }
+                Ok(OutMsg::Reopen(p)) => {
+                    out.flush()?;
+                    out = NdjsonOutput::new(p.as_deref(), RenderOptions::default())?;
+                    tracing::info!(path = ?p, "output reopened");
+                }
+                Err(_) => break,
+            },
+            default(Duration::from_millis(200)) => {}
+        }
+        // Live output is read as it comes: flush at least every 200 ms.
+        if last_flush.elapsed() >= Duration::from_millis(200) {
+            out.flush()?;
+            last_flush = Instant::now();
+        }
+    }
+    out.flush()
+}
+
+fn open_pcap(name: &str, cfg: &Config) -> Result<pcap::Capture<pcap::Active>> {
+    let c = &cfg.capture;
+    let cap = pcap::Capture::from_device(name)
+        .with_context(|| format!("capture.interfaces: cannot use interface {name}"))?
+        .snaplen(c.snaplen as i32)
+        .promisc(c.promiscuous)
+        .buffer_size(c.buffer_bytes.min(i32::MAX as u64) as i32)
+        .immediate_mode(true)
+        .open()
+        .with_context(|| format!("capture.interfaces: cannot open {name} (needs CAP_NET_RAW)"))?;
+    let mut cap = cap.setnonblock().with_context(|| format!("{name}: non-blocking mode"))?;
+    cap.filter(&c.bpf_filter(), true)
+        .with_context(|| format!("capture.filter: {:?} does not compile", c.bpf_filter()))?;
+    Ok(cap)
+}
+
+fn now_ns() -> i64 {
+    SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_nanos() as i64).unwrap_or(0)
+}
+
+/// Records are sent when this many bytes are rendered, or every 100 ms.
+const BATCH_BYTES: usize = 256 << 10;
+
+#[allow(clippy::too_many_arguments)]
+fn capture_thread(
+    name: String,
+    mut cap: pcap::Capture<pcap::Active>,
+    engine_cfg: crate::engine::EngineConfig,
+    render: RenderOptions,
+    out: Sender<OutMsg>,
+    stop: Arc<AtomicBool>,
+    live: Arc<Live>,
+    shared: Arc<Shared>,
+) -> Result<()> {
+    let linktype = cap.get_datalink().0 as u32;
+    let mut engine = Engine::new(engine_cfg);
+    let mut batch: Vec<u8> = Vec::with_capacity(BATCH_BYTES + (64 << 10));
+    let mut batch_n = 0u64;
+    let mut idx = 0u64;
+    let mut generation = 0;
+    let mut last_send = Instant::now();
+    let mut last_publish = Instant::now() - Duration::from_secs(10);
+    let fd = cap.as_raw_fd();
+    let send = |batch: &mut Vec<u8>, n: &mut u64| {
+        if *n == 0 {
+            return;
+        }
+        let bytes = std::mem::replace(batch, Vec::with_capacity(BATCH_BYTES + (64 << 10)));
+        shared.output_queued.fetch_add(1, Ordering::Relaxed);
+        match out.try_send(OutMsg::Records(bytes, *n)) {
+            Ok(()) => {}
+            Err(TrySendError::Full(_)) | Err(TrySendError::Disconnected(_)) => {
+                shared.output_queued.fetch_sub(1, Ordering::Relaxed);
+                shared.output_dropped.fetch_add(*n, Ordering::Relaxed);
+            }
+        }
+        *n = 0;
+    };
+    loop {
+        if stop.load(Ordering::Relaxed) {
+            break;
+        }
+        let g = live.generation.load(Ordering::Relaxed);
+        if g != generation {
+            generation = g;
+            let filter = live.filter.lock().unwrap_or_else(|e| e.into_inner()).clone();
+            if let Err(e) = cap.filter(&filter, true) {
+                tracing::error!(interface = %name, error = %e, "new filter refused, keeping the old one");
+            }
+        }
+        // Drain what is there, then wait on the descriptor.
+        let mut got = 0;
+        while got < 4096 {
+            match cap.next_packet() {
+                Ok(p) => {
+                    let ts = p.header.ts.tv_sec * 1_000_000_000 + p.header.ts.tv_usec * 1_000;
+                    engine.packet(linktype, p.data, p.header.len, ts, idx);
+                    idx += 1;
+                    got += 1;
+                    if engine.has_output() {
+                        for tx in engine.drain() {
+                            NdjsonOutput::render(&render, &tx, &mut batch);
+                            batch_n += 1;
+                        }
+                    }
+                }
+                Err(pcap::Error::TimeoutExpired) | Err(pcap::Error::NoMorePackets) => break,
+                Err(e) => return Err(anyhow!("capture on {name}: {e}")),
+            }
+        }
+        if got == 0 {
+            let mut pfd = libc::pollfd { fd, events: libc::POLLIN, revents: 0 };
+            // SAFETY: one valid pollfd, for the duration of the call.
+            unsafe { libc::poll(&mut pfd, 1, 100) };
+            // An idle link: let time pass so idle connections expire and flush.
+            engine.tick(now_ns());
+            if engine.has_output() {
+                for tx in engine.drain() {
+                    NdjsonOutput::render(&render, &tx, &mut batch);
+                    batch_n += 1;
+                }
+            }
+        }
+        if batch.len() >= BATCH_BYTES || last_send.elapsed() >= Duration::from_millis(100) {
+            send(&mut batch, &mut batch_n);
+            last_send = Instant::now();
+        }
+        if last_publish.elapsed() >= Duration::from_secs(1) {
+            publish(&name, &engine, &mut cap, &shared);
+            last_publish = Instant::now();
+        }
+    }
+    engine.finish();
+    for tx in engine.drain() {
+        NdjsonOutput::render(&render, &tx, &mut batch);
+        batch_n += 1;
+    }
+    // The final batch must not be lost: wait for room.
+    if batch_n > 0 {
+        shared.output_queued.fetch_add(1, Ordering::Relaxed);
+        if out.send_timeout(OutMsg::Records(batch, batch_n), Duration::from_secs(2)).is_err() {
+            shared.output_queued.fetch_sub(1, Ordering::Relaxed);
+            shared.output_dropped.fetch_add(batch_n, Ordering::Relaxed);
+        }
+    }
+    publish(&name, &engine, &mut cap, &shared);
+    Ok(())
+}
+
+fn publish(name: &str, engine: &Engine, cap: &mut pcap::Capture<pcap::Active>, shared: &Shared) {
+    let stats = engine.stats();
+    let ks = cap.stats().ok();
+    let mut g = shared.ifaces.lock().unwrap_or_else(|e| e.into_inner());
+    let s = g.entry(name.to_string()).or_default();
+    s.stats = stats;
+    if let Some(k) = ks {
+        s.kernel_received = k.received as u64;
+        s.kernel_dropped = k.dropped as u64;
+        s.interface_dropped = k.if_dropped as u64;
+    }
+    s.heartbeat = Some(Instant::now());
+}
+
+fn init_logging(cfg: &Config) {
+    let filter = tracing_subscriber::EnvFilter::try_new(&cfg.log.level)
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
+    let _ = match cfg.log.format {
+        LogFormat::Json => builder.json().try_init(),
+        // journald adds its own timestamps; keep lines short.
+        LogFormat::Human => builder.without_time().try_init(),
+    };
+}
+
+/// Prometheus exposition of everything the capture threads published.
+fn metrics_text(shared: &Shared) -> String {
+    let mut o = String::new();
+    use std::fmt::Write;
+    let g = shared.ifaces.lock().unwrap_or_else(|e| e.into_inner());
+    let _ = writeln!(o, "# HELP apiwatch_up 1 while the daemon runs.\n# TYPE apiwatch_up gauge\napiwatch_up 1");
+    let mut families: BTreeMap<String, Vec<(String, f64)>> = BTreeMap::new();
+    for (iface, s) in g.iter() {
+        let lbl = format!("interface=\"{iface}\",backend=\"pcap\"");
+        let v = serde_json::to_value(&s.stats).unwrap_or_default();
+        if let Some(obj) = v.as_object() {
+            for (section, fields) in obj {
+                if section == "skipped" {
+                    for (reason, n) in fields.as_object().into_iter().flatten() {
+                        families
+                            .entry("apiwatch_packets_skipped_total".into())
+                            .or_default()
+                            .push((format!("{lbl},reason=\"{reason}\""), n.as_f64().unwrap_or(0.0)));
+                    }
+                    continue;
+                }
+                for (field, n) in fields.as_object().into_iter().flatten() {
+                    let gauge = field.ends_with("_now") || field.ends_with("_peak") || field.ends_with("_active");
+                    let name = format!("apiwatch_{section}_{field}{}", if gauge { "" } else { "_total" });
+                    families.entry(name).or_default().push((lbl.clone(), n.as_f64().unwrap_or(0.0)));
+                }
+            }
+        }
+        for (reason, n) in [("kernel", s.kernel_dropped), ("interface", s.interface_dropped)] {
+            families
+                .entry("apiwatch_capture_drops_total".into())
+                .or_default()
+                .push((format!("{lbl},reason=\"{reason}\""), n as f64));
+        }
+        families
+            .entry("apiwatch_capture_received_total".into())
+            .or_default()
+            .push((lbl.clone(), s.kernel_received as f64));
+    }
+    for (name, samples) in families {
+        let kind = if name.ends_with("_total") { "counter" } else { "gauge" };
+        let _ = writeln!(o, "# TYPE {name} {kind}");
+        for (l, v) in samples {
+            let _ = writeln!(o, "{name}{{{l}}} {v}");
+        }
+    }
+    for (name, kind, v) in [
+        ("apiwatch_output_records_total", "counter", shared.output_records.load(Ordering::Relaxed)),
+        ("apiwatch_output_dropped_records_total", "counter", shared.output_dropped.load(Ordering::Relaxed)),
+        ("apiwatch_output_queued_batches", "gauge", shared.output_queued.load(Ordering::Relaxed)),
+        ("apiwatch_config_reloads_total", "counter", shared.reloads.load(Ordering::Relaxed)),
+    ] {
+        let _ = writeln!(o, "# TYPE {name} {kind}\n{name} {v}");
+    }
+    o
+}
+
+fn healthy(shared: &Shared) -> bool {
+    let g = shared.ifaces.lock().unwrap_or_else(|e| e.into_inner());
+    !g.is_empty() && g.values().all(|s| s.heartbeat.is_some_and(|h| h.elapsed() < Duration::from_secs(5)))
+}
+
+fn start_metrics(listen: &str, shared: Arc<Shared>, stop: Arc<AtomicBool>) -> Result<std::thread::JoinHandle<()>> {
+    let addr: std::net::SocketAddr = listen.parse().with_context(|| format!("metrics.listen: {listen:?}"))?;
+    let std_listener =
+        std::net::TcpListener::bind(addr).with_context(|| format!("metrics.listen: cannot listen on {addr}"))?;
+    std_listener.set_nonblocking(true)?;
+    Ok(std::thread::Builder::new().name("metrics".into()).spawn(move || {
+        let rt = match tokio::runtime::Builder::new_current_thread().enable_io().enable_time().build() {
+            Ok(rt) => rt,
+            Err(e) => {
+                tracing::error!(error = %e, "metrics runtime");
+                return;
+            }
+        };
+        rt.block_on(async move {
+            let Ok(listener) = tokio::net::TcpListener::from_std(std_listener) else { return };
+            loop {
+                if stop.load(Ordering::Relaxed) {
+                    break;
+                }
+                let accepted = tokio::time::timeout(Duration::from_millis(200), listener.accept()).await;
+                let Ok(Ok((mut sock, _))) = accepted else { continue };
+                let shared = shared.clone();
+                tokio::spawn(async move {
+                    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+                    let mut buf = vec![0u8; 4096];
+                    let mut n = 0;
+                    // Read the request head (bounded), with a deadline.
+                    let _ = tokio::time::timeout(Duration::from_secs(2), async {
+                        while n < buf.len() {
+                            match sock.read(&mut buf[n..]).await {
+                                Ok(0) | Err(_) => break,
+                                Ok(k) => n += k,
+                            }
+                            if buf[..n].windows(4).any(|w| w == b"\r\n\r\n") {
+                                break;
+                            }
+                        }
+                    })
+                    .await;
+                    let line = String::from_utf8_lossy(&buf[..n]).lines().next().unwrap_or("").to_string();
+                    let path = line.split_whitespace().nth(1).unwrap_or("");
+                    let (status, ctype, body) = match path {
+                        "/metrics" => ("200 OK", "text/plain; version=0.0.4", metrics_text(&shared)),
+                        "/health" if healthy(&shared) => ("200 OK", "text/plain", "ok\n".to_string()),
+                        "/health" => ("503 Service Unavailable", "text/plain", "capture stalled\n".to_string()),
+                        _ => ("404 Not Found", "text/plain", "try /metrics or /health\n".to_string()),
+                    };
+                    let resp = format!(
+                        "HTTP/1.1 {status}\r\nContent-Type: {ctype}\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+                        body.len()
+                    );
+                    let _ = sock.write_all(resp.as_bytes()).await;
+                    let _ = sock.shutdown().await;
+                });
+            }
+        });
+    })?)
+}
+
+/// `apiwatch check-config FILE`: every problem, each with its key. Returns the count.
+pub fn check_config(path: &Path) -> usize {
+    let problems = match Config::load(path) {
+        Ok(c) => c.validate(true),
+        Err(p) => p,
+    };
+    for p in &problems {
+        println!("{}: {p}", path.display());
+    }
+    if problems.is_empty() {
+        println!("{}: ok", path.display());
+    }
+    problems.len()
+}

@@ -1,0 +1,256 @@
+//! `apiwatch run` against real traffic: two network namespaces joined by veth, the test API
+//! server (python) in one, curl in the other, apiwatch capturing on the server side.
+//! Needs root: under CI=true these tests must run; elsewhere they say why they skip.
+
+use apiwatch_testlab::{self as lab, Lab};
+use std::io::{BufRead, BufReader};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::mpsc;
+use std::time::{Duration, Instant};
+
+fn ci() -> bool {
+    std::env::var("CI").map(|v| v == "true").unwrap_or(false)
+}
+
+/// The lab, or None (after saying why) when this machine cannot build one.
+fn lab_or_skip() -> Option<Lab> {
+    if let Err(why) = lab::available() {
+        assert!(!ci(), "live tests cannot run under CI=true: {why}");
+        eprintln!("SKIPPED: {why}");
+        return None;
+    }
+    Some(Lab::new().expect("lab"))
+}
+
+fn root() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).parent().unwrap().to_path_buf()
+}
+
+struct Proc(Child);
+
+impl Drop for Proc {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+fn api_server(l: &Lab) -> Proc {
+    let p = l
+        .cmd(&l.srv, "python3")
+        .arg(root().join("xtask/assets/api_server.py"))
+        .args([lab::SRV4, "8080"])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    for _ in 0..50 {
+        let out = l.cmd(&l.srv, "ss").args(["-ltnH"]).output().unwrap();
+        if String::from_utf8_lossy(&out.stdout).contains(":8080 ") {
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    Proc(p)
+}
+
+/// apiwatch run in the server namespace; its stderr lines arrive on the receiver.
+fn start(l: &Lab, config: &Path) -> (Proc, mpsc::Receiver<String>) {
+    let mut child = l
+        .cmd(&l.srv, env!("CARGO_BIN_EXE_apiwatch"))
+        .args(["run", "--config"])
+        .arg(config)
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let (tx, rx) = mpsc::channel();
+    let err = child.stderr.take().unwrap();
+    std::thread::spawn(move || {
+        for line in BufReader::new(err).lines().map_while(Result::ok) {
+            eprintln!("[apiwatch] {line}");
+            let _ = tx.send(line);
+        }
+    });
+    (Proc(child), rx)
+}
+
+fn wait_for(rx: &mpsc::Receiver<String>, needle: &str) {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while Instant::now() < deadline {
+        if let Ok(line) = rx.recv_timeout(Duration::from_millis(100)) {
+            if line.contains(needle) {
+                return;
+            }
+        }
+    }
+    panic!("apiwatch never logged {needle:?}");
+}
+
+/// Requests ("METHOD URL") made by one curl on one connection; what curl logged.
+fn curl(l: &Lab, requests: &[&str]) -> Vec<(String, String, u16)> {
+    let mut args: Vec<String> = Vec::new();
+    for (i, r) in requests.iter().enumerate() {
+        if i > 0 {
+            args.push("--next".into());
+        }
+        let (method, url) = r.split_once(' ').unwrap();
+        args.extend(["-s", "-o", "/dev/null", "-w", "%{method} %{url_effective} %{response_code}\n"].map(String::from));
+        if method == "HEAD" {
+            args.push("-I".into());
+        } else {
+            args.extend(["-X".to_string(), method.to_string()]);
+        }
+        args.push(url.to_string());
+    }
+    let out = l.cmd(&l.cli, "curl").args(&args).output().unwrap();
+    parse_log(&String::from_utf8_lossy(&out.stdout))
+}
+
+fn parse_log(text: &str) -> Vec<(String, String, u16)> {
+    let mut v: Vec<_> = text
+        .lines()
+        .map(|line| {
+            let mut it = line.split_whitespace();
+            let m = it.next().unwrap().to_string();
+            let url = it.next().unwrap();
+            let path = url.splitn(4, '/').nth(3).map(|p| format!("/{p}")).unwrap_or_else(|| "/".into());
+            (m, path, it.next().unwrap().parse().unwrap())
+        })
+        .collect();
+    v.sort();
+    v
+}
+
+fn records(path: &Path) -> Vec<(String, String, u16)> {
+    let text = std::fs::read_to_string(path).unwrap_or_default();
+    let mut v: Vec<_> = text
+        .lines()
+        .map(|l| {
+            let t: serde_json::Value = serde_json::from_str(l).unwrap();
+            (
+                t["request"]["method"].as_str().unwrap_or("-").to_string(),
+                t["request"]["uri"].as_str().unwrap_or("-").to_string(),
+                t["response"]["status"].as_u64().unwrap_or(0) as u16,
+            )
+        })
+        .collect();
+    v.sort();
+    v
+}
+
+fn signal(p: &Proc, sig: &str) {
+    let ok = Command::new("kill").args([sig, &p.0.id().to_string()]).status().unwrap().success();
+    assert!(ok, "kill {sig}");
+}
+
+fn sigterm_and_wait(p: &mut Proc) -> Duration {
+    let t0 = Instant::now();
+    signal(p, "-TERM");
+    loop {
+        if let Some(status) = p.0.try_wait().unwrap() {
+            assert!(status.success(), "apiwatch exited with {status}");
+            return t0.elapsed();
+        }
+        assert!(t0.elapsed() < Duration::from_secs(5), "apiwatch did not stop within 5 s of SIGTERM");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+fn config(dir: &Path, l: &Lab, ports: &[u16], out: &Path) -> PathBuf {
+    let p = dir.join("apiwatch.toml");
+    std::fs::write(
+        &p,
+        format!(
+            "[capture]\ninterfaces = [\"{}\"]\nports = {ports:?}\n[output]\npath = \"{}\"\n[metrics]\nlisten = \"127.0.0.1:19464\"\n",
+            l.srv_if,
+            out.display()
+        ),
+    )
+    .unwrap();
+    p
+}
+
+#[test]
+fn run_captures_what_the_client_did_and_stops_cleanly() {
+    let Some(l) = lab_or_skip() else { return };
+    let _srv = api_server(&l);
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("out.jsonl");
+    let cfg = config(dir.path(), &l, &[8080], &out);
+    let (mut apiwatch, log) = start(&l, &cfg);
+    wait_for(&log, "capturing");
+    std::thread::sleep(Duration::from_millis(300));
+    let base = format!("http://{}:8080", lab::SRV4);
+    let requests: Vec<String> =
+        ["GET /users/1", "POST /users", "GET /items", "DELETE /users/7", "GET /missing", "HEAD /users/2"]
+            .iter()
+            .map(|r| {
+                let (m, p) = r.split_once(' ').unwrap();
+                format!("{m} {base}{p}")
+            })
+            .collect();
+    let did = curl(&l, &requests.iter().map(String::as_str).collect::<Vec<_>>());
+    assert_eq!(did.len(), 6);
+    std::thread::sleep(Duration::from_millis(1500));
+    // Metrics and health, from inside the namespace (its loopback).
+    let m = l.cmd(&l.srv, "curl").args(["-s", "http://127.0.0.1:19464/metrics"]).output().unwrap();
+    let metrics = String::from_utf8_lossy(&m.stdout);
+    assert!(metrics.contains("apiwatch_http_transactions_total{interface="), "{metrics}");
+    assert!(metrics.contains("apiwatch_capture_drops_total{"), "{metrics}");
+    let h = l
+        .cmd(&l.srv, "curl")
+        .args(["-s", "-o", "/dev/null", "-w", "%{http_code}", "http://127.0.0.1:19464/health"])
+        .output()
+        .unwrap();
+    assert_eq!(String::from_utf8_lossy(&h.stdout), "200");
+    let took = sigterm_and_wait(&mut apiwatch);
+    eprintln!("stopped {took:?} after SIGTERM");
+    assert_eq!(records(&out), did, "the records are exactly the requests the client made");
+}
+
+#[test]
+fn sighup_applies_a_new_port_list() {
+    let Some(l) = lab_or_skip() else { return };
+    let _srv = api_server(&l);
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("out.jsonl");
+    let cfg = config(dir.path(), &l, &[9999], &out);
+    let (mut apiwatch, log) = start(&l, &cfg);
+    wait_for(&log, "capturing");
+    std::thread::sleep(Duration::from_millis(300));
+    let base = format!("http://{}:8080", lab::SRV4);
+    let before = curl(&l, &[&format!("GET {base}/users/1")]);
+    assert_eq!(before.len(), 1);
+    config(dir.path(), &l, &[8080], &out);
+    signal(&apiwatch, "-HUP");
+    wait_for(&log, "configuration reloaded");
+    std::thread::sleep(Duration::from_millis(300));
+    let after = curl(&l, &[&format!("GET {base}/users/2"), &format!("DELETE {base}/users/3")]);
+    std::thread::sleep(Duration::from_millis(500));
+    sigterm_and_wait(&mut apiwatch);
+    assert_eq!(records(&out), after, "only what came after the reload, on the new port");
+}
+
+#[test]
+fn a_bad_configuration_names_the_key() {
+    let dir = tempfile::tempdir().unwrap();
+    let bad = dir.path().join("bad.toml");
+    std::fs::write(&bad, "[capture]\ninterfaces = [\"eth0\"]\nprots = [80]\n").unwrap();
+    let out = Command::new(env!("CARGO_BIN_EXE_apiwatch")).arg("check-config").arg(&bad).output().unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(text.contains("capture.prots") && text.contains("line 3"), "{text}");
+    std::fs::write(&bad, "[capture]\ninterfaces = []\n[metrics]\nlisten = \"0.0.0.0:1\"\n[log]\nlevel = \"chatty\"\n")
+        .unwrap();
+    let out = Command::new(env!("CARGO_BIN_EXE_apiwatch")).args(["run", "--config"]).arg(&bad).output().unwrap();
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    for key in ["capture.interfaces", "metrics.listen", "log.level"] {
+        assert!(err.contains(key), "{key} not named in: {err}");
+    }
+    let good = root().join("packaging/apiwatch.toml");
+    let out = Command::new(env!("CARGO_BIN_EXE_apiwatch")).arg("check-config").arg(&good).output().unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stdout));
+}
