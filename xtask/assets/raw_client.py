@@ -1,6 +1,7 @@
 #!/usr/bin/env python3
 """Test clients that curl cannot be: pipelining, and a connection that the capture joins in
 the middle. Each prints one line per request it made: METHOD PATH STATUS."""
+import os
 import socket
 import sys
 import time
@@ -49,9 +50,9 @@ def pipeline(host, port, paths):
     s.close()
 
 
-def slow(host, port, paths, pause):
-    """One keep-alive connection; waits `pause` seconds after the first request (the capture
-    starts during the wait)."""
+def slow(host, port, paths, gofile):
+    """One keep-alive connection; after the first request, waits until `gofile` exists (the
+    recording starts during the wait), then makes the others."""
     s = socket.create_connection((host, port))
     f = s.makefile("rb")
     for i, (m, p) in enumerate(paths):
@@ -60,14 +61,16 @@ def slow(host, port, paths, pause):
         drain(f, length, chunked, m == "HEAD")
         print(m, p, code, "before-capture" if i == 0 else "", flush=True)
         if i == 0:
-            time.sleep(pause)
+            for _ in range(600):
+                if os.path.exists(gofile):
+                    break
+                time.sleep(0.05)
     s.close()
 
 
 if __name__ == "__main__":
     mode, host, port = sys.argv[1], sys.argv[2], int(sys.argv[3])
-    paths = [tuple(x.split(" ", 1)) for x in sys.argv[4:]]
     if mode == "pipeline":
-        pipeline(host, port, paths)
+        pipeline(host, port, [tuple(x.split(" ", 1)) for x in sys.argv[4:]])
     else:
-        slow(host, port, paths, 2.0)
+        slow(host, port, [tuple(x.split(" ", 1)) for x in sys.argv[5:]], sys.argv[4])

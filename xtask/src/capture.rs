@@ -69,7 +69,9 @@ fn record(lab: &Lab, iface: &str, out: &Path, pcapng: bool) -> Result<Bg> {
         c
     } else {
         let mut c = lab.cmd(&lab.srv, "tcpdump");
-        c.args(["-i", iface, "-s", "0", "-U", "--time-stamp-precision=nano", "-w"]).arg(out);
+        // Immediate mode: without it, packets still in an unfinished TPACKET_V3 block can be
+        // lost when tcpdump is interrupted.
+        c.args(["-i", iface, "-s", "0", "-U", "--immediate-mode", "--time-stamp-precision=nano", "-w"]).arg(out);
         c
     };
     let bg = spawn(cmd, if pcapng { "dumpcap" } else { "tcpdump" })?;
@@ -250,17 +252,25 @@ pub fn run(root: &Path, out: &Path) -> Result<()> {
     //    often store captures).
     {
         let name = out.join("midstream.pcap");
-        let args: Vec<String> = [raw.display().to_string(), "slow".into(), netns::SRV4.into(), "8080".into()]
-            .into_iter()
-            .chain(["GET /users/1", "GET /large", "POST /users"].map(String::from))
-            .collect();
-        let child = lab.cmd(&lab.cli, "python3").args(&args).stdout(Stdio::piped()).spawn()?;
-        sleep(Duration::from_millis(300));
+        let go = tmp.path().join("go");
+        let args: Vec<String> =
+            [raw.display().to_string(), "slow".into(), netns::SRV4.into(), "8080".into(), go.display().to_string()]
+                .into_iter()
+                .chain(["GET /users/1", "GET /large", "POST /users"].map(String::from))
+                .collect();
+        let mut child = lab.cmd(&lab.cli, "python3").args(&args).stdout(Stdio::piped()).spawn()?;
+        // The first request is done (and logged) before recording starts; the client
+        // goes on only once the recorder runs.
+        let mut stdout = std::io::BufReader::new(child.stdout.take().context("client stdout")?);
+        let mut log = String::new();
+        std::io::BufRead::read_line(&mut stdout, &mut log)?;
         let rec = record(&lab, &lab.srv_if, &name, false)?;
-        let output = child.wait_with_output()?;
+        std::fs::write(&go, "")?;
+        std::io::Read::read_to_string(&mut stdout, &mut log)?;
+        child.wait()?;
         sleep(Duration::from_millis(500));
         rec.stop()?;
-        std::fs::write(out.join("midstream.client.log"), &output.stdout)?;
+        std::fs::write(out.join("midstream.client.log"), &log)?;
         crate::run(Command::new("gzip").args(["-9", "-n", "-f"]).arg(&name))?;
         println!("captured {}.gz", name.display());
     }
@@ -269,7 +279,7 @@ pub fn run(root: &Path, out: &Path) -> Result<()> {
     {
         let name = out.join("any-device.pcap");
         let mut c = lab.cmd(&lab.srv, "tcpdump");
-        c.args(["-i", "any", "-s", "0", "-U", "-w"]).arg(&name).arg("tcp port 8081");
+        c.args(["-i", "any", "-s", "0", "-U", "--immediate-mode", "-w"]).arg(&name).arg("tcp port 8081");
         let rec = spawn(c, "tcpdump")?;
         sleep(Duration::from_millis(1500));
         let mut log = String::new();
