@@ -228,6 +228,12 @@ impl Config {
                 v.push(problem(&format!("capture.ports[{i}]"), "0 is not a port".into()));
             }
         }
+        if let (Some(_), Backend::Ebpf) = (&c.filter, c.backend) {
+            v.push(problem(
+                "capture.filter",
+                "a raw BPF filter only applies to the pcap backend; use capture.ports".into(),
+            ));
+        }
         if let Some(f) = &c.filter {
             if f.trim().is_empty() {
                 v.push(problem(

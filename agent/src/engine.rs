@@ -210,6 +210,16 @@ impl Engine {
         self.streams.finish();
     }
 
+    /// Feed a segment that was decoded elsewhere (the eBPF backend does it in the kernel).
+    pub fn segment(&mut self, seg: &TcpSegment<'_>, wire_bytes: u64, ts: i64, idx: u64) {
+        let p = &mut self.decode.packets;
+        p.packets += 1;
+        p.tcp_segments += 1;
+        p.bytes += wire_bytes;
+        p.wire_bytes += wire_bytes;
+        self.streams.segment(seg, ts, idx);
+    }
+
     /// Time passes with no packet: idle connections expire (live capture).
     pub fn tick(&mut self, ts: i64) {
         self.streams.tick(ts);

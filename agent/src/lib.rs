@@ -3,6 +3,7 @@
 
 pub mod capture;
 pub mod config;
+pub mod ebpf;
 pub mod engine;
 pub mod live;
 pub mod output;

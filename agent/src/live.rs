@@ -67,6 +67,7 @@ fn effective_config(path: Option<&Path>, o: &Overrides) -> Result<Config, Vec<cr
 /// What capture threads publish for the metrics endpoint.
 #[derive(Default)]
 struct IfaceState {
+    backend: &'static str,
     stats: Stats,
     kernel_received: u64,
     kernel_dropped: u64,
@@ -91,6 +92,7 @@ enum OutMsg {
 /// Settings a capture thread picks up on reload.
 struct Live {
     filter: Mutex<String>,
+    ports: Mutex<Vec<u16>>,
     generation: AtomicU64,
 }
 
@@ -105,9 +107,6 @@ pub fn run(config_path: Option<&Path>, o: Overrides) -> Result<()> {
         }
     };
     init_logging(&cfg);
-    if cfg.capture.backend == Backend::Ebpf {
-        bail!("capture.backend = \"ebpf\" is not available in this build yet; use \"pcap\"");
-    }
 
     let stop = Arc::new(AtomicBool::new(false));
     let reload = Arc::new(AtomicBool::new(false));
@@ -117,9 +116,18 @@ pub fn run(config_path: Option<&Path>, o: Overrides) -> Result<()> {
 
     // Open every capture before dropping privileges.
     let mut caps = Vec::new();
-    for name in &cfg.capture.interfaces {
-        caps.push((name.clone(), open_pcap(name, &cfg)?));
-        tracing::info!(interface = %name, filter = %cfg.capture.bpf_filter(), "capturing");
+    let mut ebpf = None;
+    match cfg.capture.backend {
+        Backend::Pcap => {
+            for name in &cfg.capture.interfaces {
+                caps.push((name.clone(), open_pcap(name, &cfg)?));
+                tracing::info!(interface = %name, filter = %cfg.capture.bpf_filter(), "capturing");
+            }
+        }
+        Backend::Ebpf => {
+            ebpf = Some(crate::ebpf::EbpfCapture::open(&cfg.capture.interfaces, &cfg.capture.ports)?);
+            tracing::info!(interfaces = ?cfg.capture.interfaces, ports = ?cfg.capture.ports, backend = "ebpf", "capturing");
+        }
     }
     let shared = Arc::new(Shared::default());
     let metrics = if cfg.metrics.enabled {
@@ -139,7 +147,11 @@ pub fn run(config_path: Option<&Path>, o: Overrides) -> Result<()> {
         let shared = shared.clone();
         std::thread::Builder::new().name("output".into()).spawn(move || output_thread(out_path, out_rx, shared))?
     };
-    let live = Arc::new(Live { filter: Mutex::new(cfg.capture.bpf_filter()), generation: AtomicU64::new(0) });
+    let live = Arc::new(Live {
+        filter: Mutex::new(cfg.capture.bpf_filter()),
+        ports: Mutex::new(cfg.capture.ports.clone()),
+        generation: AtomicU64::new(0),
+    });
     let mut threads = Vec::new();
     for (name, cap) in caps {
         let (engine_cfg, render, out_tx, stop, live, shared) =
@@ -148,6 +160,16 @@ pub fn run(config_path: Option<&Path>, o: Overrides) -> Result<()> {
             std::thread::Builder::new()
                 .name(format!("capture-{name}"))
                 .spawn(move || capture_thread(name, cap, engine_cfg, render, out_tx, stop, live, shared))?,
+        );
+    }
+    if let Some(cap) = ebpf {
+        let (engine_cfg, render, out_tx, stop, live, shared) =
+            (cfg.engine(), render.clone(), out_tx.clone(), stop.clone(), live.clone(), shared.clone());
+        let name = cfg.capture.interfaces.join(",");
+        threads.push(
+            std::thread::Builder::new()
+                .name("capture-ebpf".into())
+                .spawn(move || ebpf_thread(name, cap, engine_cfg, render, out_tx, stop, live, shared))?,
         );
     }
     // The main thread keeps a sender to ask for reopening the output (SIGHUP).
@@ -165,6 +187,7 @@ pub fn run(config_path: Option<&Path>, o: Overrides) -> Result<()> {
                         tracing::warn!("capture.interfaces and capture.backend change only on restart");
                     }
                     *live.filter.lock().unwrap_or_else(|e| e.into_inner()) = new.capture.bpf_filter();
+                    *live.ports.lock().unwrap_or_else(|e| e.into_inner()) = new.capture.ports.clone();
                     live.generation.fetch_add(1, Ordering::Relaxed);
                     shared.reloads.fetch_add(1, Ordering::Relaxed);
                     tracing::info!(filter = %new.capture.bpf_filter(), "configuration reloaded");
@@ -365,11 +388,111 @@ fn capture_thread(
     Ok(())
 }
 
+#[allow(clippy::too_many_arguments)]
+fn ebpf_thread(
+    name: String,
+    mut cap: crate::ebpf::EbpfCapture,
+    engine_cfg: crate::engine::EngineConfig,
+    render: RenderOptions,
+    out: Sender<OutMsg>,
+    stop: Arc<AtomicBool>,
+    live: Arc<Live>,
+    shared: Arc<Shared>,
+) -> Result<()> {
+    let mut engine = Engine::new(engine_cfg);
+    let mut batch: Vec<u8> = Vec::with_capacity(BATCH_BYTES + (64 << 10));
+    let mut batch_n = 0u64;
+    let mut idx = 0u64;
+    let mut generation = 0;
+    let mut last_send = Instant::now();
+    let mut last_publish = Instant::now() - Duration::from_secs(10);
+    let take = |engine: &mut Engine, batch: &mut Vec<u8>, batch_n: &mut u64| {
+        if engine.has_output() {
+            for tx in engine.drain() {
+                NdjsonOutput::render(&render, &tx, batch);
+                *batch_n += 1;
+            }
+        }
+    };
+    loop {
+        let stopping = stop.load(Ordering::Relaxed);
+        let g = live.generation.load(Ordering::Relaxed);
+        if g != generation {
+            generation = g;
+            let ports = live.ports.lock().unwrap_or_else(|e| e.into_inner()).clone();
+            if let Err(e) = cap.set_ports(&ports) {
+                tracing::error!(error = %e, "new port list refused, keeping the old one");
+            }
+        }
+        if !stopping {
+            let mut pfd = libc::pollfd { fd: cap.fd(), events: libc::POLLIN, revents: 0 };
+            // The kernel side wakes us in batches; drain at least every 5 ms.
+            // SAFETY: one valid pollfd, for the duration of the call.
+            unsafe { libc::poll(&mut pfd, 1, 5) };
+        }
+        let n = cap.drain(|seg, ts| {
+            let wire = seg.payload.len() as u64 + 54;
+            engine.segment(seg, wire, ts, idx);
+            idx += 1;
+            take(&mut engine, &mut batch, &mut batch_n);
+        });
+        if n == 0 {
+            engine.tick(now_ns());
+            take(&mut engine, &mut batch, &mut batch_n);
+        }
+        if stopping {
+            break;
+        }
+        if batch.len() >= BATCH_BYTES || last_send.elapsed() >= Duration::from_millis(100) {
+            if batch_n > 0 {
+                let bytes = std::mem::replace(&mut batch, Vec::with_capacity(BATCH_BYTES + (64 << 10)));
+                shared.output_queued.fetch_add(1, Ordering::Relaxed);
+                if out.try_send(OutMsg::Records(bytes, batch_n)).is_err() {
+                    shared.output_queued.fetch_sub(1, Ordering::Relaxed);
+                    shared.output_dropped.fetch_add(batch_n, Ordering::Relaxed);
+                }
+                batch_n = 0;
+            }
+            last_send = Instant::now();
+        }
+        if last_publish.elapsed() >= Duration::from_secs(1) {
+            publish_ebpf(&name, &engine, &cap, &shared);
+            last_publish = Instant::now();
+        }
+    }
+    engine.finish();
+    take(&mut engine, &mut batch, &mut batch_n);
+    if batch_n > 0 {
+        shared.output_queued.fetch_add(1, Ordering::Relaxed);
+        if out.send_timeout(OutMsg::Records(batch, batch_n), Duration::from_secs(2)).is_err() {
+            shared.output_queued.fetch_sub(1, Ordering::Relaxed);
+            shared.output_dropped.fetch_add(batch_n, Ordering::Relaxed);
+        }
+    }
+    publish_ebpf(&name, &engine, &cap, &shared);
+    // Dropping `cap` detaches the programs (TCX links belong to this process).
+    Ok(())
+}
+
+fn publish_ebpf(name: &str, engine: &Engine, cap: &crate::ebpf::EbpfCapture, shared: &Shared) {
+    let stats = engine.stats();
+    let k = cap.counters();
+    let mut g = shared.ifaces.lock().unwrap_or_else(|e| e.into_inner());
+    let s = g.entry(name.to_string()).or_default();
+    s.backend = "ebpf";
+    s.stats = stats;
+    s.kernel_received = k.kept;
+    s.kernel_dropped = k.reserve_failed;
+    s.interface_dropped = k.cut;
+    s.heartbeat = Some(Instant::now());
+}
+
 fn publish(name: &str, engine: &Engine, cap: &mut pcap::Capture<pcap::Active>, shared: &Shared) {
     let stats = engine.stats();
     let ks = cap.stats().ok();
     let mut g = shared.ifaces.lock().unwrap_or_else(|e| e.into_inner());
     let s = g.entry(name.to_string()).or_default();
+    s.backend = "pcap";
     s.stats = stats;
     if let Some(k) = ks {
         s.kernel_received = k.received as u64;
@@ -382,7 +505,9 @@ fn publish(name: &str, engine: &Engine, cap: &mut pcap::Capture<pcap::Active>, s
 fn init_logging(cfg: &Config) {
     let filter = tracing_subscriber::EnvFilter::try_new(&cfg.log.level)
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
-    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
+    // Colours only on a terminal: journald and log files get plain text.
+    let ansi = std::io::IsTerminal::is_terminal(&std::io::stderr());
+    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).with_ansi(ansi);
     let _ = match cfg.log.format {
         LogFormat::Json => builder.json().try_init(),
         // journald adds its own timestamps; keep lines short.
@@ -398,7 +523,7 @@ fn metrics_text(shared: &Shared) -> String {
     let _ = writeln!(o, "# HELP apiwatch_up 1 while the daemon runs.\n# TYPE apiwatch_up gauge\napiwatch_up 1");
     let mut families: BTreeMap<String, Vec<(String, f64)>> = BTreeMap::new();
     for (iface, s) in g.iter() {
-        let lbl = format!("interface=\"{iface}\",backend=\"pcap\"");
+        let lbl = format!("interface=\"{iface}\",backend=\"{}\"", s.backend);
         let v = serde_json::to_value(&s.stats).unwrap_or_default();
         if let Some(obj) = v.as_object() {
             for (section, fields) in obj {
@@ -418,7 +543,12 @@ fn metrics_text(shared: &Shared) -> String {
                 }
             }
         }
-        for (reason, n) in [("kernel", s.kernel_dropped), ("interface", s.interface_dropped)] {
+        let reasons = if s.backend == "ebpf" {
+            [("ringbuf_full", s.kernel_dropped), ("segment_cut", s.interface_dropped)]
+        } else {
+            [("kernel", s.kernel_dropped), ("interface", s.interface_dropped)]
+        };
+        for (reason, n) in reasons {
             families
                 .entry("apiwatch_capture_drops_total".into())
                 .or_default()

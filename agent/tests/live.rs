@@ -159,11 +159,15 @@ fn sigterm_and_wait(p: &mut Proc) -> Duration {
 }
 
 fn config(dir: &Path, l: &Lab, ports: &[u16], out: &Path) -> PathBuf {
+    config_for(dir, l, "pcap", ports, out)
+}
+
+fn config_for(dir: &Path, l: &Lab, backend: &str, ports: &[u16], out: &Path) -> PathBuf {
     let p = dir.join("apiwatch.toml");
     std::fs::write(
         &p,
         format!(
-            "[capture]\ninterfaces = [\"{}\"]\nports = {ports:?}\n[output]\npath = \"{}\"\n[metrics]\nlisten = \"127.0.0.1:19464\"\n",
+            "[capture]\nbackend = \"{backend}\"\ninterfaces = [\"{}\"]\nports = {ports:?}\n[output]\npath = \"{}\"\n[metrics]\nlisten = \"127.0.0.1:19464\"\n",
             l.srv_if,
             out.display()
         ),
@@ -172,19 +176,39 @@ fn config(dir: &Path, l: &Lab, ports: &[u16], out: &Path) -> PathBuf {
     p
 }
 
+/// Our capture programs loaded in the kernel (bpftool), if bpftool is there.
+fn loaded_capture_programs() -> Option<usize> {
+    let out = Command::new("bpftool").args(["prog", "show"]).output().ok()?;
+    Some(String::from_utf8_lossy(&out.stdout).matches("capture_").count())
+}
+
 #[test]
-fn run_captures_what_the_client_did_and_stops_cleanly() {
+fn run_with_libpcap_captures_what_the_client_did_and_stops_cleanly() {
+    run_and_check("pcap");
+}
+
+#[test]
+fn run_with_ebpf_captures_what_the_client_did_and_detaches_on_exit() {
+    run_and_check("ebpf");
+}
+
+fn run_and_check(backend: &str) {
     let Some(l) = lab_or_skip() else { return };
     let _srv = api_server(&l);
     let dir = tempfile::tempdir().unwrap();
     let out = dir.path().join("out.jsonl");
-    let cfg = config(dir.path(), &l, &[8080], &out);
+    let cfg = config_for(dir.path(), &l, backend, &[8080], &out);
     let (mut apiwatch, log) = start(&l, &cfg);
     wait_for(&log, "capturing");
     std::thread::sleep(Duration::from_millis(300));
     let base = format!("http://{}:8080", lab::SRV4);
+    if backend == "ebpf" {
+        if let Some(n) = loaded_capture_programs() {
+            assert_eq!(n, 2, "ingress and egress programs are loaded while running");
+        }
+    }
     let requests: Vec<String> =
-        ["GET /users/1", "POST /users", "GET /items", "DELETE /users/7", "GET /missing", "HEAD /users/2"]
+        ["GET /users/1", "POST /users", "GET /items", "DELETE /users/7", "GET /missing", "HEAD /users/2", "GET /large"]
             .iter()
             .map(|r| {
                 let (m, p) = r.split_once(' ').unwrap();
@@ -192,7 +216,7 @@ fn run_captures_what_the_client_did_and_stops_cleanly() {
             })
             .collect();
     let did = curl(&l, &requests.iter().map(String::as_str).collect::<Vec<_>>());
-    assert_eq!(did.len(), 6);
+    assert_eq!(did.len(), 7);
     std::thread::sleep(Duration::from_millis(1500));
     // Metrics and health, from inside the namespace (its loopback).
     let m = l.cmd(&l.srv, "curl").args(["-s", "http://127.0.0.1:19464/metrics"]).output().unwrap();
@@ -206,8 +230,21 @@ fn run_captures_what_the_client_did_and_stops_cleanly() {
         .unwrap();
     assert_eq!(String::from_utf8_lossy(&h.stdout), "200");
     let took = sigterm_and_wait(&mut apiwatch);
-    eprintln!("stopped {took:?} after SIGTERM");
+    eprintln!("{backend}: stopped {took:?} after SIGTERM");
     assert_eq!(records(&out), did, "the records are exactly the requests the client made");
+    if backend == "ebpf" {
+        // Nothing outlives the process: no program loaded, no tc filter or qdisc left.
+        match loaded_capture_programs() {
+            Some(n) => assert_eq!(n, 0, "capture programs still loaded after exit"),
+            None => assert!(!ci(), "bpftool is needed under CI to check detaching"),
+        }
+        for dir in ["ingress", "egress"] {
+            let f = l.cmd(&l.srv, "tc").args(["filter", "show", "dev", &l.srv_if, dir]).output().unwrap();
+            assert!(f.stdout.is_empty(), "tc filter left on {dir}: {}", String::from_utf8_lossy(&f.stdout));
+        }
+        let q = l.cmd(&l.srv, "tc").args(["qdisc", "show", "dev", &l.srv_if]).output().unwrap();
+        assert!(!String::from_utf8_lossy(&q.stdout).contains("clsact"), "clsact qdisc left behind");
+    }
 }
 
 #[test]
