@@ -135,17 +135,18 @@ pub fn run(config_path: Option<&Path>, o: Overrides) -> Result<()> {
     } else {
         None
     };
+    // The output is opened while still privileged (it may live where only root writes).
+    let first_output = NdjsonOutput::new(cfg.output_path().as_deref(), RenderOptions::default())?;
     if let Some(user) = &cfg.privileges.user {
         crate::privileges::drop_to(user)?;
         tracing::info!(user = %user, "dropped privileges");
     }
 
     let (out_tx, out_rx) = bounded::<OutMsg>(256);
-    let out_path = cfg.output_path();
     let render = RenderOptions { redact: cfg.output.redact };
     let writer = {
         let shared = shared.clone();
-        std::thread::Builder::new().name("output".into()).spawn(move || output_thread(out_path, out_rx, shared))?
+        std::thread::Builder::new().name("output".into()).spawn(move || output_thread(first_output, out_rx, shared))?
     };
     let live = Arc::new(Live {
         filter: Mutex::new(cfg.capture.bpf_filter()),
@@ -230,8 +231,7 @@ pub fn run(config_path: Option<&Path>, o: Overrides) -> Result<()> {
     }
 }
 
-fn output_thread(path: Option<PathBuf>, rx: Receiver<OutMsg>, shared: Arc<Shared>) -> Result<()> {
-    let mut out = NdjsonOutput::new(path.as_deref(), RenderOptions::default())?;
+fn output_thread(mut out: NdjsonOutput, rx: Receiver<OutMsg>, shared: Arc<Shared>) -> Result<()> {
     let mut last_flush = Instant::now();
     loop {
         crossbeam_channel::select! {

@@ -176,6 +176,10 @@ fn config_for(dir: &Path, l: &Lab, backend: &str, ports: &[u16], out: &Path) -> 
     p
 }
 
+/// The eBPF tests count our programs machine-wide (bpftool shows neither the owning process
+/// nor, in Debian's version, the TCX attachment): they must not overlap.
+static EBPF_TESTS: std::sync::Mutex<()> = std::sync::Mutex::new(());
+
 /// Our capture programs loaded in the kernel (bpftool), if bpftool is there.
 fn loaded_capture_programs() -> Option<usize> {
     let out = Command::new("bpftool").args(["prog", "show"]).output().ok()?;
@@ -193,6 +197,7 @@ fn run_with_ebpf_captures_what_the_client_did_and_detaches_on_exit() {
 }
 
 fn run_and_check(backend: &str) {
+    let _serial = if backend == "ebpf" { Some(EBPF_TESTS.lock().unwrap_or_else(|e| e.into_inner())) } else { None };
     let Some(l) = lab_or_skip() else { return };
     let _srv = api_server(&l);
     let dir = tempfile::tempdir().unwrap();
@@ -290,4 +295,55 @@ fn a_bad_configuration_names_the_key() {
     let good = root().join("packaging/apiwatch.toml");
     let out = Command::new(env!("CARGO_BIN_EXE_apiwatch")).arg("check-config").arg(&good).output().unwrap();
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stdout));
+}
+
+#[test]
+fn privileges_are_dropped_once_capture_is_open() {
+    let Some(l) = lab_or_skip() else { return };
+    let _srv = api_server(&l);
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("out.jsonl");
+    let cfg = config_for(dir.path(), &l, "pcap", &[8080], &out);
+    let mut text = std::fs::read_to_string(&cfg).unwrap();
+    text.push_str("[privileges]\nuser = \"nobody\"\n");
+    std::fs::write(&cfg, text).unwrap();
+    let (mut apiwatch, log) = start(&l, &cfg);
+    wait_for(&log, "dropped privileges");
+    let status = std::fs::read_to_string(format!("/proc/{}/status", apiwatch.0.id())).unwrap();
+    let field = |name: &str| status.lines().find(|l| l.starts_with(name)).unwrap_or("").to_string();
+    let uid = field("Uid:");
+    assert!(uid.split_whitespace().skip(1).all(|u| u == "65534"), "{uid}");
+    for caps in ["CapEff:", "CapPrm:"] {
+        assert!(field(caps).ends_with("0000000000000000"), "{}", field(caps));
+    }
+    // Capture goes on with the handles opened before.
+    std::thread::sleep(Duration::from_millis(300));
+    let did = curl(&l, &[&format!("GET http://{}:8080/users/5", lab::SRV4)]);
+    std::thread::sleep(Duration::from_millis(500));
+    sigterm_and_wait(&mut apiwatch);
+    assert_eq!(records(&out), did);
+}
+
+#[test]
+fn ebpf_programs_vanish_when_the_process_is_killed() {
+    let _serial = EBPF_TESTS.lock().unwrap_or_else(|e| e.into_inner());
+    let Some(l) = lab_or_skip() else { return };
+    if loaded_capture_programs().is_none() {
+        assert!(!ci(), "bpftool is needed under CI");
+        eprintln!("SKIPPED: bpftool not installed");
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("out.jsonl");
+    let cfg = config_for(dir.path(), &l, "ebpf", &[8080], &out);
+    let (apiwatch, log) = start(&l, &cfg);
+    wait_for(&log, "capturing");
+    assert_eq!(loaded_capture_programs(), Some(2));
+    signal(&apiwatch, "-KILL");
+    drop(apiwatch);
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while loaded_capture_programs() != Some(0) {
+        assert!(Instant::now() < deadline, "programs still attached after SIGKILL");
+        std::thread::sleep(Duration::from_millis(100));
+    }
 }
