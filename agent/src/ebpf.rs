@@ -34,9 +34,19 @@ pub struct KernelCounters {
 
 pub struct EbpfCapture {
     bpf: Ebpf,
+    /// Interfaces and the index each was attached at (0: absent).
+    attached: Vec<(String, u32)>,
     ring: RingBuf<MapData>,
     /// CLOCK_REALTIME - CLOCK_MONOTONIC, to turn the kernel's timestamps into wall time.
     mono_to_real: i64,
+}
+
+const PROGRAMS: [&str; 2] = ["capture_ingress", "capture_egress"];
+
+fn ifindex(name: &str) -> u32 {
+    let Ok(c) = std::ffi::CString::new(name) else { return 0 };
+    // SAFETY: a NUL-terminated string for the duration of the call.
+    unsafe { libc::if_nametoindex(c.as_ptr()) }
 }
 
 fn clock(id: libc::clockid_t) -> i64 {
@@ -50,20 +60,53 @@ impl EbpfCapture {
     /// Load the programs, attach them to `interfaces` (ingress and egress) and watch `ports`.
     pub fn open(interfaces: &[String], ports: &[u16]) -> Result<EbpfCapture> {
         let mut bpf = Ebpf::load(OBJECT).context("loading the eBPF capture program (needs CAP_BPF)")?;
-        for (name, kind) in [("capture_ingress", TcAttachType::Ingress), ("capture_egress", TcAttachType::Egress)] {
+        for name in PROGRAMS {
             let prog: &mut SchedClassifier =
                 bpf.program_mut(name).ok_or_else(|| anyhow!("{name} missing from the eBPF object"))?.try_into()?;
             prog.load().with_context(|| format!("the kernel refused {name}"))?;
-            for iface in interfaces {
-                prog.attach(iface, kind)
-                    .with_context(|| format!("capture.interfaces: cannot attach to {iface} (needs CAP_NET_ADMIN)"))?;
-            }
         }
         let ring = RingBuf::try_from(bpf.take_map("events").ok_or_else(|| anyhow!("events map missing"))?)?;
-        let mut cap =
-            EbpfCapture { bpf, ring, mono_to_real: clock(libc::CLOCK_REALTIME) - clock(libc::CLOCK_MONOTONIC) };
+        let mono_to_real = clock(libc::CLOCK_REALTIME) - clock(libc::CLOCK_MONOTONIC);
+        let mut cap = EbpfCapture { bpf, attached: Vec::new(), ring, mono_to_real };
+        for iface in interfaces {
+            cap.attach(iface)
+                .with_context(|| format!("capture.interfaces: cannot attach to {iface} (needs CAP_NET_ADMIN)"))?;
+            cap.attached.push((iface.clone(), ifindex(iface)));
+        }
         cap.set_ports(ports)?;
         Ok(cap)
+    }
+
+    fn attach(&mut self, iface: &str) -> Result<()> {
+        for (name, kind) in PROGRAMS.iter().zip([TcAttachType::Ingress, TcAttachType::Egress]) {
+            let prog: &mut SchedClassifier =
+                self.bpf.program_mut(name).ok_or_else(|| anyhow!("{name} missing"))?.try_into()?;
+            prog.attach(iface, kind)?;
+        }
+        Ok(())
+    }
+
+    /// Re-attach to interfaces that came back (the kernel drops TCX links with the
+    /// interface). Call it now and then; returns the interfaces attached again.
+    pub fn check_interfaces(&mut self) -> Vec<String> {
+        let mut back = Vec::new();
+        for i in 0..self.attached.len() {
+            let (name, old) = self.attached[i].clone();
+            let now = ifindex(&name);
+            if now == old {
+                continue;
+            }
+            self.attached[i].1 = now;
+            if now == 0 {
+                tracing::warn!(interface = %name, "interface gone: will attach again when it returns");
+            } else if self.attach(&name).is_ok() {
+                back.push(name);
+            } else {
+                // Not ready yet: try on the next check.
+                self.attached[i].1 = 0;
+            }
+        }
+        back
     }
 
     /// Replace the watched ports (reload: the programs stay attached). Empty: every port.

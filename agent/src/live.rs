@@ -154,13 +154,25 @@ pub fn run(config_path: Option<&Path>, o: Overrides) -> Result<()> {
         generation: AtomicU64::new(0),
     });
     let mut threads = Vec::new();
+    let settings = PcapSettings {
+        snaplen: cfg.capture.snaplen,
+        promiscuous: cfg.capture.promiscuous,
+        buffer_bytes: cfg.capture.buffer_bytes,
+    };
     for (name, cap) in caps {
-        let (engine_cfg, render, out_tx, stop, live, shared) =
-            (cfg.engine(), render.clone(), out_tx.clone(), stop.clone(), live.clone(), shared.clone());
+        let (engine_cfg, render, out_tx, stop, live, shared, settings) = (
+            cfg.engine(),
+            render.clone(),
+            out_tx.clone(),
+            stop.clone(),
+            live.clone(),
+            shared.clone(),
+            settings.clone(),
+        );
         threads.push(
             std::thread::Builder::new()
                 .name(format!("capture-{name}"))
-                .spawn(move || capture_thread(name, cap, engine_cfg, render, out_tx, stop, live, shared))?,
+                .spawn(move || capture_thread(name, cap, engine_cfg, render, out_tx, stop, live, shared, settings))?,
         );
     }
     if let Some(cap) = ebpf {
@@ -259,6 +271,26 @@ fn output_thread(mut out: NdjsonOutput, rx: Receiver<OutMsg>, shared: Arc<Shared
     out.flush()
 }
 
+/// What reopening a libpcap capture needs.
+#[derive(Clone)]
+struct PcapSettings {
+    snaplen: u32,
+    promiscuous: bool,
+    buffer_bytes: u64,
+}
+
+fn reopen_pcap(name: &str, s: &PcapSettings, filter: &str) -> Result<pcap::Capture<pcap::Active>> {
+    let cap = pcap::Capture::from_device(name)?
+        .snaplen(s.snaplen as i32)
+        .promisc(s.promiscuous)
+        .buffer_size(s.buffer_bytes.min(i32::MAX as u64) as i32)
+        .immediate_mode(true)
+        .open()?;
+    let mut cap = cap.setnonblock()?;
+    cap.filter(filter, true)?;
+    Ok(cap)
+}
+
 fn open_pcap(name: &str, cfg: &Config) -> Result<pcap::Capture<pcap::Active>> {
     let c = &cfg.capture;
     let cap = pcap::Capture::from_device(name)
@@ -285,15 +317,18 @@ const BATCH_BYTES: usize = 256 << 10;
 #[allow(clippy::too_many_arguments)]
 fn capture_thread(
     name: String,
-    mut cap: pcap::Capture<pcap::Active>,
+    cap: pcap::Capture<pcap::Active>,
     engine_cfg: crate::engine::EngineConfig,
     render: RenderOptions,
     out: Sender<OutMsg>,
     stop: Arc<AtomicBool>,
     live: Arc<Live>,
     shared: Arc<Shared>,
+    pcap_settings: PcapSettings,
 ) -> Result<()> {
-    let linktype = cap.get_datalink().0 as u32;
+    let mut linktype = cap.get_datalink().0 as u32;
+    let mut cap = Some(cap);
+    let mut last_retry = Instant::now();
     let mut engine = Engine::new(engine_cfg);
     let mut batch: Vec<u8> = Vec::with_capacity(BATCH_BYTES + (64 << 10));
     let mut batch_n = 0u64;
@@ -301,7 +336,6 @@ fn capture_thread(
     let mut generation = 0;
     let mut last_send = Instant::now();
     let mut last_publish = Instant::now() - Duration::from_secs(10);
-    let fd = cap.as_raw_fd();
     let send = |batch: &mut Vec<u8>, n: &mut u64| {
         if *n == 0 {
             return;
@@ -321,18 +355,38 @@ fn capture_thread(
         if stop.load(Ordering::Relaxed) {
             break;
         }
+        // The interface went away: try again every second, keeping every flow's state.
+        if cap.is_none() {
+            if last_retry.elapsed() >= Duration::from_secs(1) {
+                last_retry = Instant::now();
+                let filter = live.filter.lock().unwrap_or_else(|e| e.into_inner()).clone();
+                if let Ok(c) = reopen_pcap(&name, &pcap_settings, &filter) {
+                    linktype = c.get_datalink().0 as u32;
+                    cap = Some(c);
+                    generation = live.generation.load(Ordering::Relaxed);
+                    tracing::info!(interface = %name, "interface is back: capturing again");
+                }
+            }
+            if cap.is_none() {
+                std::thread::sleep(Duration::from_millis(100));
+                engine.tick(now_ns());
+                continue;
+            }
+        }
+        let Some(c) = cap.as_mut() else { continue };
         let g = live.generation.load(Ordering::Relaxed);
         if g != generation {
             generation = g;
             let filter = live.filter.lock().unwrap_or_else(|e| e.into_inner()).clone();
-            if let Err(e) = cap.filter(&filter, true) {
+            if let Err(e) = c.filter(&filter, true) {
                 tracing::error!(interface = %name, error = %e, "new filter refused, keeping the old one");
             }
         }
         // Drain what is there, then wait on the descriptor.
         let mut got = 0;
+        let mut lost = None;
         while got < 4096 {
-            match cap.next_packet() {
+            match c.next_packet() {
                 Ok(p) => {
                     let ts = p.header.ts.tv_sec * 1_000_000_000 + p.header.ts.tv_usec * 1_000;
                     engine.packet(linktype, p.data, p.header.len, ts, idx);
@@ -346,10 +400,22 @@ fn capture_thread(
                     }
                 }
                 Err(pcap::Error::TimeoutExpired) | Err(pcap::Error::NoMorePackets) => break,
-                Err(e) => return Err(anyhow!("capture on {name}: {e}")),
+                Err(e) => {
+                    lost = Some(e);
+                    break;
+                }
             }
         }
+        if let Some(e) = lost {
+            tracing::warn!(interface = %name, error = %e, "capture failed (interface gone?): retrying every second");
+            if let Some(c) = cap.as_mut() {
+                publish(&name, &engine, c, &shared);
+            }
+            cap = None;
+            continue;
+        }
         if got == 0 {
+            let fd = c.as_raw_fd();
             let mut pfd = libc::pollfd { fd, events: libc::POLLIN, revents: 0 };
             // SAFETY: one valid pollfd, for the duration of the call.
             unsafe { libc::poll(&mut pfd, 1, 100) };
@@ -367,7 +433,9 @@ fn capture_thread(
             last_send = Instant::now();
         }
         if last_publish.elapsed() >= Duration::from_secs(1) {
-            publish(&name, &engine, &mut cap, &shared);
+            if let Some(c) = cap.as_mut() {
+                publish(&name, &engine, c, &shared);
+            }
             last_publish = Instant::now();
         }
     }
@@ -384,7 +452,9 @@ fn capture_thread(
             shared.output_dropped.fetch_add(batch_n, Ordering::Relaxed);
         }
     }
-    publish(&name, &engine, &mut cap, &shared);
+    if let Some(c) = cap.as_mut() {
+        publish(&name, &engine, c, &shared);
+    }
     Ok(())
 }
 
@@ -456,6 +526,9 @@ fn ebpf_thread(
             last_send = Instant::now();
         }
         if last_publish.elapsed() >= Duration::from_secs(1) {
+            for iface in cap.check_interfaces() {
+                tracing::info!(interface = %iface, "interface is back: capturing again");
+            }
             publish_ebpf(&name, &engine, &cap, &shared);
             last_publish = Instant::now();
         }

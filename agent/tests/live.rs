@@ -347,3 +347,28 @@ fn ebpf_programs_vanish_when_the_process_is_killed() {
         std::thread::sleep(Duration::from_millis(100));
     }
 }
+
+#[test]
+fn capture_survives_the_interface_going_away_and_coming_back() {
+    for backend in ["pcap", "ebpf"] {
+        let _serial = (backend == "ebpf").then(|| EBPF_TESTS.lock().unwrap_or_else(|e| e.into_inner()));
+        let Some(l) = lab_or_skip() else { return };
+        let _srv = api_server(&l);
+        let dir = tempfile::tempdir().unwrap();
+        let out = dir.path().join("out.jsonl");
+        let cfg = config_for(dir.path(), &l, backend, &[8080], &out);
+        let (mut apiwatch, log) = start(&l, &cfg);
+        wait_for(&log, "capturing");
+        std::thread::sleep(Duration::from_millis(300));
+        let base = format!("http://{}:8080", lab::SRV4);
+        let mut did = curl(&l, &[&format!("GET {base}/users/1")]);
+        l.bounce_link(Duration::from_millis(1500)).unwrap();
+        wait_for(&log, "interface is back");
+        std::thread::sleep(Duration::from_millis(300));
+        did.extend(curl(&l, &[&format!("GET {base}/users/2")]));
+        did.sort();
+        std::thread::sleep(Duration::from_millis(500));
+        sigterm_and_wait(&mut apiwatch);
+        assert_eq!(records(&out), did, "{backend}: requests before and after the interface came back");
+    }
+}

@@ -141,6 +141,22 @@ impl Lab {
         Ok(())
     }
 
+    /// Delete the veth pair (both ends go), wait, and make it again with the same names and
+    /// addresses: an interface that goes away and comes back.
+    pub fn bounce_link(&self, down_for: std::time::Duration) -> Result<()> {
+        ip(&["-n", &self.cli, "link", "del", &self.cli_if])?;
+        std::thread::sleep(down_for);
+        ip(&["link", "add", &self.cli_if, "type", "veth", "peer", "name", &self.srv_if])?;
+        ip(&["link", "set", &self.cli_if, "netns", &self.cli])?;
+        ip(&["link", "set", &self.srv_if, "netns", &self.srv])?;
+        for (ns, dev, v4, v6) in [(&self.cli, &self.cli_if, CLI4, "fd77::1"), (&self.srv, &self.srv_if, SRV4, SRV6)] {
+            ip(&["-n", ns, "addr", "add", &format!("{v4}/24"), "dev", dev])?;
+            ip(&["-n", ns, "-6", "addr", "add", &format!("{v6}/64"), "dev", dev, "nodad"])?;
+            ip(&["-n", ns, "link", "set", dev, "up"])?;
+        }
+        Ok(())
+    }
+
     /// A command run inside namespace `ns`.
     pub fn cmd(&self, ns: &str, program: &str) -> Command {
         let mut c = Command::new("ip");
