@@ -13,6 +13,7 @@
 use crate::release_binary;
 use anyhow::{bail, Context, Result};
 use apiwatch_testlab::{self as netns, Lab};
+use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::thread::sleep;
@@ -26,6 +27,9 @@ fn cache_dir() -> PathBuf {
 
 pub fn run(root: &Path, args: &[String]) -> Result<()> {
     let quick = args.iter().any(|a| a == "--quick");
+    if args.first().map(String::as_str) == Some("live") {
+        return live(root, quick);
+    }
     let target_mb: u64 = if quick { 80 } else { 520 };
     let bin = release_binary(root)?;
     let dir = cache_dir();
@@ -278,5 +282,167 @@ fn bench_file(bin: &Path, name: &str, file: &Path, quick: bool) -> Result<()> {
         tshark_ek_secs / ours_slice,
         tshark_ek_secs / ours_slice2
     );
+    Ok(())
+}
+
+// === live capture benchmark ===
+
+/// Write nginx's files and configuration for the benchmarks into `dir`.
+fn nginx_conf(dir: &Path) -> Result<PathBuf> {
+    let www = dir.join("www");
+    std::fs::create_dir_all(&www)?;
+    let items: Vec<String> = (0..8)
+        .map(|i| {
+            format!("{{\"id\":{},\"name\":\"Customer {i}\",\"email\":\"c{i}@example.com\",\"plan\":\"pro\"}}", 1000 + i)
+        })
+        .collect();
+    std::fs::write(www.join("customers.json"), format!("{{\"page\":1,\"items\":[{}]}}\n", items.join(",")))?;
+    let conf = dir.join("nginx.conf");
+    std::fs::write(
+        &conf,
+        format!(
+            "user root; worker_processes 1; daemon off; pid {p}/nginx.pid; error_log {p}/error.log;\n\
+             events {{ worker_connections 1024; }}\n\
+             http {{ access_log off; keepalive_requests 10000000; keepalive_timeout 300;\n\
+               server {{ listen {srv}:8081; root {www}; }} }}\n",
+            p = dir.display(),
+            srv = netns::SRV4,
+            www = www.display()
+        ),
+    )?;
+    Ok(conf)
+}
+
+/// utime + stime of a process, in seconds.
+fn cpu_seconds(pid: u32) -> f64 {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+    // Fields after the command name (which is in parentheses and may hold spaces).
+    let rest = stat.rsplit_once(')').map(|(_, r)| r).unwrap_or("");
+    let f: Vec<&str> = rest.split_whitespace().collect();
+    let ticks = |i: usize| f.get(i).and_then(|v| v.parse::<f64>().ok()).unwrap_or(0.0);
+    // utime and stime are fields 14 and 15 of stat: 12 and 13 after the ')'.
+    (ticks(11) + ticks(12)) / 100.0
+}
+
+/// Busy CPU seconds of the whole machine (all cores), from /proc/stat.
+fn machine_busy_seconds() -> f64 {
+    let stat = std::fs::read_to_string("/proc/stat").unwrap_or_default();
+    let cpu: Vec<f64> =
+        stat.lines().next().unwrap_or("").split_whitespace().skip(1).filter_map(|v| v.parse().ok()).collect();
+    // user nice system idle iowait irq softirq steal: busy = all but idle and iowait.
+    let total: f64 = cpu.iter().take(8).sum();
+    let idle = cpu.get(3).copied().unwrap_or(0.0) + cpu.get(4).copied().unwrap_or(0.0);
+    (total - idle) / 100.0
+}
+
+fn iface_bytes(lab: &Lab) -> u64 {
+    let read = |what: &str| -> u64 {
+        let out = lab.cmd(&lab.srv, "cat").arg(format!("/sys/class/net/{}/statistics/{what}", lab.srv_if)).output();
+        out.ok().and_then(|o| String::from_utf8_lossy(&o.stdout).trim().parse().ok()).unwrap_or(0)
+    };
+    read("rx_bytes") + read("tx_bytes")
+}
+
+fn metric(text: &str, name: &str) -> BTreeMap<String, f64> {
+    let mut m = BTreeMap::new();
+    for line in text.lines().filter(|l| l.starts_with(name)) {
+        if let Some((key, v)) = line.rsplit_once(' ') {
+            m.insert(key.to_string(), v.parse().unwrap_or(0.0));
+        }
+    }
+    m
+}
+
+fn live(root: &Path, quick: bool) -> Result<()> {
+    netns::available().map_err(anyhow::Error::msg)?;
+    let bin = release_binary(root)?;
+    let tmp = tempfile::tempdir()?;
+    let conf = nginx_conf(tmp.path())?;
+    let lab = Lab::new()?;
+    let mut nginx = lab
+        .cmd(&lab.srv, "nginx")
+        .arg("-c")
+        .arg(&conf)
+        .arg("-p")
+        .arg(tmp.path())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()?;
+    sleep(Duration::from_millis(800));
+    let secs = if quick { 3 } else { 6 };
+    let levels: &[u32] = if quick { &[1, 8] } else { &[1, 4, 16, 64] };
+    println!("\napiwatch live capture benchmark: wrk against nginx across a veth pair, {secs} s per level, client, server and apiwatch on the same 2 cores");
+    println!(
+        "  {:<6} {:>5} {:>10} {:>10} {:>6} {:>7} {:>13} {:>17}  drops",
+        "backend", "conns", "offered", "captured", "lost", "Gbit/s", "apiwatch CPU", "machine CPU/1k tx"
+    );
+    for backend in ["pcap", "ebpf"] {
+        for &conns in levels {
+            let out = tmp.path().join(format!("{backend}-{conns}.jsonl"));
+            let cfg = tmp.path().join("apiwatch.toml");
+            std::fs::write(
+                &cfg,
+                format!(
+                    "[capture]\nbackend = \"{backend}\"\ninterfaces = [\"{}\"]\nports = [8081]\n[output]\npath = \"{}\"\n[metrics]\nlisten = \"127.0.0.1:19465\"\n[log]\nlevel = \"warn\"\n",
+                    lab.srv_if,
+                    out.display()
+                ),
+            )?;
+            let mut aw = lab
+                .cmd(&lab.srv, bin.to_str().unwrap_or("apiwatch"))
+                .args(["run", "--config"])
+                .arg(&cfg)
+                .stdout(Stdio::null())
+                .stderr(Stdio::null())
+                .spawn()?;
+            sleep(Duration::from_millis(1500));
+            let (cpu0, bytes0, sys0) = (cpu_seconds(aw.id()), iface_bytes(&lab), machine_busy_seconds());
+            let url = format!("http://{}:8081/customers.json", netns::SRV4);
+            let wrk = lab
+                .cmd(&lab.cli, "wrk")
+                .args(["-t", &conns.min(2).to_string(), "-c", &conns.to_string(), "-d", &format!("{secs}s")])
+                .args(["-H", "Accept: application/json", &url])
+                .output()?;
+            let text = String::from_utf8_lossy(&wrk.stdout);
+            let offered: u64 = text
+                .lines()
+                .find(|l| l.contains("requests in"))
+                .and_then(|l| l.split_whitespace().next())
+                .and_then(|n| n.parse().ok())
+                .unwrap_or(0);
+            sleep(Duration::from_millis(1000));
+            let (cpu1, bytes1, sys1) = (cpu_seconds(aw.id()), iface_bytes(&lab), machine_busy_seconds());
+            let m = lab.cmd(&lab.srv, "curl").args(["-s", "http://127.0.0.1:19465/metrics"]).output()?;
+            let metrics = String::from_utf8_lossy(&m.stdout).to_string();
+            let _ = Command::new("kill").args(["-TERM", &aw.id().to_string()]).status();
+            aw.wait()?;
+            let captured = std::fs::read_to_string(&out).map(|t| t.lines().count() as u64).unwrap_or(0);
+            let drops: Vec<String> = metric(&metrics, "apiwatch_capture_drops_total")
+                .into_iter()
+                .filter(|(_, v)| *v > 0.0)
+                .map(|(k, v)| format!("{}={v}", k.split("reason=\"").nth(1).unwrap_or("?").trim_end_matches("\"}")))
+                .collect();
+            let gbit = (bytes1 - bytes0) as f64 * 8.0 / 1e9;
+            let cpu = cpu1 - cpu0;
+            println!(
+                "  {:<6} {:>5} {:>10} {:>10} {:>6} {:>7.2} {:>7.2} s {:>3.1}/Gb {:>11.3} s  {}",
+                backend,
+                conns,
+                offered,
+                captured,
+                offered.saturating_sub(captured),
+                gbit / secs as f64,
+                cpu,
+                cpu / gbit.max(1e-9),
+                (sys1 - sys0) / (offered.max(1) as f64 / 1000.0),
+                if drops.is_empty() { "none".to_string() } else { drops.join(" ") }
+            );
+        }
+    }
+    let _ = Command::new("kill").args(["-TERM", &nginx.id().to_string()]).status();
+    let _ = nginx.wait();
+    drop(lab);
+    println!("  offered: requests wrk completed; captured: transactions apiwatch wrote (in-flight requests at the end of a run may add a few either way)");
+    println!("  apiwatch CPU: the process (user+system), and per Gbit of traffic on the interface; machine CPU: all cores busy time per 1000 requests, wrk and nginx included (the eBPF program runs in the traffic's softirq, which only this column sees)");
     Ok(())
 }
