@@ -138,7 +138,12 @@ pub fn run(config_path: Option<&Path>, o: Overrides) -> Result<()> {
     // The output is opened while still privileged (it may live where only root writes).
     let first_output = NdjsonOutput::new(cfg.output_path().as_deref(), RenderOptions::default())?;
     if let Some(user) = &cfg.privileges.user {
-        crate::privileges::drop_to(user)?;
+        use crate::privileges::{CAP_BPF, CAP_NET_ADMIN, CAP_NET_RAW};
+        let keep: &[u32] = match cfg.capture.backend {
+            Backend::Pcap => &[CAP_NET_RAW],
+            Backend::Ebpf => &[CAP_BPF, CAP_NET_ADMIN],
+        };
+        crate::privileges::drop_to(user, keep)?;
         tracing::info!(user = %user, "dropped privileges");
     }
 

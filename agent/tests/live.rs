@@ -265,14 +265,17 @@ fn sighup_applies_a_new_port_list() {
     let base = format!("http://{}:8080", lab::SRV4);
     let before = curl(&l, &[&format!("GET {base}/users/1")]);
     assert_eq!(before.len(), 1);
-    config(dir.path(), &l, &[8080], &out);
+    // New ports, and a new output file (the old one is closed: rotation).
+    let out2 = dir.path().join("out2.jsonl");
+    config(dir.path(), &l, &[8080], &out2);
     signal(&apiwatch, "-HUP");
-    wait_for(&log, "configuration reloaded");
+    wait_for(&log, "output reopened");
     std::thread::sleep(Duration::from_millis(300));
     let after = curl(&l, &[&format!("GET {base}/users/2"), &format!("DELETE {base}/users/3")]);
     std::thread::sleep(Duration::from_millis(500));
     sigterm_and_wait(&mut apiwatch);
-    assert_eq!(records(&out), after, "only what came after the reload, on the new port");
+    assert_eq!(records(&out2), after, "what came after the reload, on the new port, in the new file");
+    assert!(records(&out).is_empty(), "nothing was on the watched port before the reload");
 }
 
 #[test]
@@ -313,9 +316,11 @@ fn privileges_are_dropped_once_capture_is_open() {
     let field = |name: &str| status.lines().find(|l| l.starts_with(name)).unwrap_or("").to_string();
     let uid = field("Uid:");
     assert!(uid.split_whitespace().skip(1).all(|u| u == "65534"), "{uid}");
+    // Only CAP_NET_RAW (bit 13) is left: what reopening a libpcap capture needs.
     for caps in ["CapEff:", "CapPrm:"] {
-        assert!(field(caps).ends_with("0000000000000000"), "{}", field(caps));
+        assert!(field(caps).ends_with("0000000000002000"), "{}", field(caps));
     }
+    assert!(field("CapInh:").ends_with("0000000000000000"), "{}", field("CapInh:"));
     // Capture goes on with the handles opened before.
     std::thread::sleep(Duration::from_millis(300));
     let did = curl(&l, &[&format!("GET http://{}:8080/users/5", lab::SRV4)]);
