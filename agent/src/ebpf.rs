@@ -78,6 +78,12 @@ impl EbpfCapture {
     }
 
     fn attach(&mut self, iface: &str) -> Result<()> {
+        // Before 6.6 there is no TCX: aya attaches through netlink, which needs the clsact
+        // qdisc (left in place on exit, as tc leaves it; the filters go with our process).
+        // On these machines (6.18) this path is not taken and cannot be tested.
+        if !aya::util::KernelVersion::current().is_ok_and(|v| v >= aya::util::KernelVersion::new(6, 6, 0)) {
+            let _ = aya::programs::tc::qdisc_add_clsact(iface);
+        }
         for (name, kind) in PROGRAMS.iter().zip([TcAttachType::Ingress, TcAttachType::Egress]) {
             let prog: &mut SchedClassifier =
                 self.bpf.program_mut(name).ok_or_else(|| anyhow!("{name} missing"))?.try_into()?;
