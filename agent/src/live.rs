@@ -319,6 +319,71 @@ fn now_ns() -> i64 {
 /// Records are sent when this many bytes are rendered, or every 100 ms.
 const BATCH_BYTES: usize = 256 << 10;
 
+/// Renders a capture thread's transactions and hands them to the output thread in
+/// batches. A full queue drops the batch and counts it: output never stalls capture.
+struct Batcher {
+    render: RenderOptions,
+    out: Sender<OutMsg>,
+    shared: Arc<Shared>,
+    buf: Vec<u8>,
+    records: u64,
+    last_send: Instant,
+}
+
+impl Batcher {
+    fn new(render: RenderOptions, out: Sender<OutMsg>, shared: Arc<Shared>) -> Self {
+        Batcher {
+            render,
+            out,
+            shared,
+            buf: Vec::with_capacity(BATCH_BYTES + (64 << 10)),
+            records: 0,
+            last_send: Instant::now(),
+        }
+    }
+
+    /// Render what the engine completed.
+    fn take(&mut self, engine: &mut Engine) {
+        if engine.has_output() {
+            for tx in engine.drain() {
+                NdjsonOutput::render(&self.render, &tx, &mut self.buf);
+                self.records += 1;
+            }
+        }
+    }
+
+    /// Send when the batch is big enough or old enough.
+    fn maybe_send(&mut self) {
+        if self.buf.len() < BATCH_BYTES && self.last_send.elapsed() < Duration::from_millis(100) {
+            return;
+        }
+        self.last_send = Instant::now();
+        if self.records == 0 {
+            return;
+        }
+        let bytes = std::mem::replace(&mut self.buf, Vec::with_capacity(BATCH_BYTES + (64 << 10)));
+        let n = std::mem::take(&mut self.records);
+        self.shared.output_queued.fetch_add(1, Ordering::Relaxed);
+        if let Err(TrySendError::Full(_) | TrySendError::Disconnected(_)) = self.out.try_send(OutMsg::Records(bytes, n))
+        {
+            self.shared.output_queued.fetch_sub(1, Ordering::Relaxed);
+            self.shared.output_dropped.fetch_add(n, Ordering::Relaxed);
+        }
+    }
+
+    /// The last batch (at shutdown) waits for room, up to 2 s.
+    fn finish(self) {
+        if self.records == 0 {
+            return;
+        }
+        self.shared.output_queued.fetch_add(1, Ordering::Relaxed);
+        if self.out.send_timeout(OutMsg::Records(self.buf, self.records), Duration::from_secs(2)).is_err() {
+            self.shared.output_queued.fetch_sub(1, Ordering::Relaxed);
+            self.shared.output_dropped.fetch_add(self.records, Ordering::Relaxed);
+        }
+    }
+}
+
 #[allow(clippy::too_many_arguments)]
 fn capture_thread(
     name: String,
@@ -335,27 +400,10 @@ fn capture_thread(
     let mut cap = Some(cap);
     let mut last_retry = Instant::now();
     let mut engine = Engine::new(engine_cfg);
-    let mut batch: Vec<u8> = Vec::with_capacity(BATCH_BYTES + (64 << 10));
-    let mut batch_n = 0u64;
+    let mut batcher = Batcher::new(render, out, shared.clone());
     let mut idx = 0u64;
     let mut generation = 0;
-    let mut last_send = Instant::now();
     let mut last_publish = Instant::now() - Duration::from_secs(10);
-    let send = |batch: &mut Vec<u8>, n: &mut u64| {
-        if *n == 0 {
-            return;
-        }
-        let bytes = std::mem::replace(batch, Vec::with_capacity(BATCH_BYTES + (64 << 10)));
-        shared.output_queued.fetch_add(1, Ordering::Relaxed);
-        match out.try_send(OutMsg::Records(bytes, *n)) {
-            Ok(()) => {}
-            Err(TrySendError::Full(_)) | Err(TrySendError::Disconnected(_)) => {
-                shared.output_queued.fetch_sub(1, Ordering::Relaxed);
-                shared.output_dropped.fetch_add(*n, Ordering::Relaxed);
-            }
-        }
-        *n = 0;
-    };
     loop {
         if stop.load(Ordering::Relaxed) {
             break;
@@ -397,12 +445,7 @@ fn capture_thread(
                     engine.packet(linktype, p.data, p.header.len, ts, idx);
                     idx += 1;
                     got += 1;
-                    if engine.has_output() {
-                        for tx in engine.drain() {
-                            NdjsonOutput::render(&render, &tx, &mut batch);
-                            batch_n += 1;
-                        }
-                    }
+                    batcher.take(&mut engine);
                 }
                 Err(pcap::Error::TimeoutExpired) | Err(pcap::Error::NoMorePackets) => break,
                 Err(e) => {
@@ -426,17 +469,9 @@ fn capture_thread(
             unsafe { libc::poll(&mut pfd, 1, 100) };
             // An idle link: let time pass so idle connections expire and flush.
             engine.tick(now_ns());
-            if engine.has_output() {
-                for tx in engine.drain() {
-                    NdjsonOutput::render(&render, &tx, &mut batch);
-                    batch_n += 1;
-                }
-            }
+            batcher.take(&mut engine);
         }
-        if batch.len() >= BATCH_BYTES || last_send.elapsed() >= Duration::from_millis(100) {
-            send(&mut batch, &mut batch_n);
-            last_send = Instant::now();
-        }
+        batcher.maybe_send();
         if last_publish.elapsed() >= Duration::from_secs(1) {
             if let Some(c) = cap.as_mut() {
                 publish(&name, &engine, c, &shared);
@@ -445,18 +480,8 @@ fn capture_thread(
         }
     }
     engine.finish();
-    for tx in engine.drain() {
-        NdjsonOutput::render(&render, &tx, &mut batch);
-        batch_n += 1;
-    }
-    // The final batch must not be lost: wait for room.
-    if batch_n > 0 {
-        shared.output_queued.fetch_add(1, Ordering::Relaxed);
-        if out.send_timeout(OutMsg::Records(batch, batch_n), Duration::from_secs(2)).is_err() {
-            shared.output_queued.fetch_sub(1, Ordering::Relaxed);
-            shared.output_dropped.fetch_add(batch_n, Ordering::Relaxed);
-        }
-    }
+    batcher.take(&mut engine);
+    batcher.finish();
     if let Some(c) = cap.as_mut() {
         publish(&name, &engine, c, &shared);
     }
@@ -475,20 +500,10 @@ fn ebpf_thread(
     shared: Arc<Shared>,
 ) -> Result<()> {
     let mut engine = Engine::new(engine_cfg);
-    let mut batch: Vec<u8> = Vec::with_capacity(BATCH_BYTES + (64 << 10));
-    let mut batch_n = 0u64;
+    let mut batcher = Batcher::new(render, out, shared.clone());
     let mut idx = 0u64;
     let mut generation = 0;
-    let mut last_send = Instant::now();
     let mut last_publish = Instant::now() - Duration::from_secs(10);
-    let take = |engine: &mut Engine, batch: &mut Vec<u8>, batch_n: &mut u64| {
-        if engine.has_output() {
-            for tx in engine.drain() {
-                NdjsonOutput::render(&render, &tx, batch);
-                *batch_n += 1;
-            }
-        }
-    };
     loop {
         let stopping = stop.load(Ordering::Relaxed);
         let g = live.generation.load(Ordering::Relaxed);
@@ -509,27 +524,16 @@ fn ebpf_thread(
             let wire = seg.payload.len() as u64 + 54;
             engine.segment(seg, wire, ts, idx);
             idx += 1;
-            take(&mut engine, &mut batch, &mut batch_n);
+            batcher.take(&mut engine);
         });
         if n == 0 {
             engine.tick(now_ns());
-            take(&mut engine, &mut batch, &mut batch_n);
+            batcher.take(&mut engine);
         }
         if stopping {
             break;
         }
-        if batch.len() >= BATCH_BYTES || last_send.elapsed() >= Duration::from_millis(100) {
-            if batch_n > 0 {
-                let bytes = std::mem::replace(&mut batch, Vec::with_capacity(BATCH_BYTES + (64 << 10)));
-                shared.output_queued.fetch_add(1, Ordering::Relaxed);
-                if out.try_send(OutMsg::Records(bytes, batch_n)).is_err() {
-                    shared.output_queued.fetch_sub(1, Ordering::Relaxed);
-                    shared.output_dropped.fetch_add(batch_n, Ordering::Relaxed);
-                }
-                batch_n = 0;
-            }
-            last_send = Instant::now();
-        }
+        batcher.maybe_send();
         if last_publish.elapsed() >= Duration::from_secs(1) {
             for iface in cap.check_interfaces() {
                 tracing::info!(interface = %iface, "interface is back: capturing again");
@@ -539,14 +543,8 @@ fn ebpf_thread(
         }
     }
     engine.finish();
-    take(&mut engine, &mut batch, &mut batch_n);
-    if batch_n > 0 {
-        shared.output_queued.fetch_add(1, Ordering::Relaxed);
-        if out.send_timeout(OutMsg::Records(batch, batch_n), Duration::from_secs(2)).is_err() {
-            shared.output_queued.fetch_sub(1, Ordering::Relaxed);
-            shared.output_dropped.fetch_add(batch_n, Ordering::Relaxed);
-        }
-    }
+    batcher.take(&mut engine);
+    batcher.finish();
     publish_ebpf(&name, &engine, &cap, &shared);
     // Dropping `cap` detaches the programs (TCX links belong to this process).
     Ok(())

@@ -53,31 +53,7 @@ fn make_capture(out: &Path, bytes: u64, large: bool) -> Result<()> {
     netns::available().map_err(anyhow::Error::msg)?;
     println!("making {} (about {} MB, once; cached)", out.display(), bytes >> 20);
     let tmp = tempfile::tempdir()?;
-    let www = tmp.path().join("www");
-    std::fs::create_dir_all(&www)?;
-    // A typical API response: a page of a collection, about 1.3 kB of JSON.
-    let items: Vec<String> = (0..8)
-        .map(|i| format!("{{\"id\":{},\"name\":\"Customer {i}\",\"email\":\"c{i}@example.com\",\"plan\":\"pro\",\"created\":\"2026-01-0{}T10:00:00Z\",\"active\":true}}", 1000 + i, 1 + i % 9))
-        .collect();
-    std::fs::write(
-        www.join("customers.json"),
-        format!("{{\"page\":1,\"per_page\":8,\"items\":[{}]}}\n", items.join(",")),
-    )?;
-    let blob: Vec<u8> = (0..4u32 << 20).map(|i| (i.wrapping_mul(2_654_435_761) >> 24) as u8).collect();
-    std::fs::write(www.join("large.bin"), blob)?;
-    let conf = tmp.path().join("nginx.conf");
-    std::fs::write(
-        &conf,
-        format!(
-            "user root; worker_processes 1; daemon off; pid {p}/nginx.pid; error_log {p}/error.log;\n\
-             events {{ worker_connections 1024; }}\n\
-             http {{ access_log off; keepalive_requests 10000000; keepalive_timeout 300;\n\
-               server {{ listen {srv}:8081; root {www}; }} }}\n",
-            p = tmp.path().display(),
-            srv = netns::SRV4,
-            www = www.display()
-        ),
-    )?;
+    let conf = nginx_conf(tmp.path())?;
     let lab = Lab::new()?;
     let mut nginx = lab
         .cmd(&lab.srv, "nginx")
@@ -291,12 +267,17 @@ fn bench_file(bin: &Path, name: &str, file: &Path, quick: bool) -> Result<()> {
 fn nginx_conf(dir: &Path) -> Result<PathBuf> {
     let www = dir.join("www");
     std::fs::create_dir_all(&www)?;
+    // A typical API response: a page of a collection, about 1.3 kB of JSON; and a 4 MiB
+    // download for the mixed capture.
     let items: Vec<String> = (0..8)
-        .map(|i| {
-            format!("{{\"id\":{},\"name\":\"Customer {i}\",\"email\":\"c{i}@example.com\",\"plan\":\"pro\"}}", 1000 + i)
-        })
+        .map(|i| format!("{{\"id\":{},\"name\":\"Customer {i}\",\"email\":\"c{i}@example.com\",\"plan\":\"pro\",\"created\":\"2026-01-0{}T10:00:00Z\",\"active\":true}}", 1000 + i, 1 + i % 9))
         .collect();
-    std::fs::write(www.join("customers.json"), format!("{{\"page\":1,\"items\":[{}]}}\n", items.join(",")))?;
+    std::fs::write(
+        www.join("customers.json"),
+        format!("{{\"page\":1,\"per_page\":8,\"items\":[{}]}}\n", items.join(",")),
+    )?;
+    let blob: Vec<u8> = (0..4u32 << 20).map(|i| (i.wrapping_mul(2_654_435_761) >> 24) as u8).collect();
+    std::fs::write(www.join("large.bin"), blob)?;
     let conf = dir.join("nginx.conf");
     std::fs::write(
         &conf,
