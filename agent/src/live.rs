@@ -164,32 +164,29 @@ pub fn run(config_path: Option<&Path>, o: Overrides) -> Result<()> {
         promiscuous: cfg.capture.promiscuous,
         buffer_bytes: cfg.capture.buffer_bytes,
     };
+    let ctx = ThreadCtx {
+        engine: cfg.engine(),
+        render,
+        out: out_tx.clone(),
+        stop: stop.clone(),
+        live: live.clone(),
+        shared: shared.clone(),
+    };
     for (name, cap) in caps {
-        let (engine_cfg, render, out_tx, stop, live, shared, settings) = (
-            cfg.engine(),
-            render.clone(),
-            out_tx.clone(),
-            stop.clone(),
-            live.clone(),
-            shared.clone(),
-            settings.clone(),
-        );
+        let (ctx, settings) = (ctx.clone(), settings.clone());
         threads.push(
             std::thread::Builder::new()
                 .name(format!("capture-{name}"))
-                .spawn(move || capture_thread(name, cap, engine_cfg, render, out_tx, stop, live, shared, settings))?,
+                .spawn(move || capture_thread(name, cap, ctx, settings))?,
         );
     }
     if let Some(cap) = ebpf {
-        let (engine_cfg, render, out_tx, stop, live, shared) =
-            (cfg.engine(), render.clone(), out_tx.clone(), stop.clone(), live.clone(), shared.clone());
-        let name = cfg.capture.interfaces.join(",");
-        threads.push(
-            std::thread::Builder::new()
-                .name("capture-ebpf".into())
-                .spawn(move || ebpf_thread(name, cap, engine_cfg, render, out_tx, stop, live, shared))?,
-        );
+        let (ctx, name) = (ctx.clone(), cfg.capture.interfaces.join(","));
+        threads
+            .push(std::thread::Builder::new().name("capture-ebpf".into()).spawn(move || ebpf_thread(name, cap, ctx))?);
     }
+    // The threads have their copies: the output channel must close when they end.
+    drop(ctx);
     // The main thread keeps a sender to ask for reopening the output (SIGHUP).
     let control = out_tx;
 
@@ -384,18 +381,24 @@ impl Batcher {
     }
 }
 
-#[allow(clippy::too_many_arguments)]
-fn capture_thread(
-    name: String,
-    cap: pcap::Capture<pcap::Active>,
-    engine_cfg: crate::engine::EngineConfig,
+/// What every capture thread shares with the rest of the daemon.
+#[derive(Clone)]
+struct ThreadCtx {
+    engine: crate::engine::EngineConfig,
     render: RenderOptions,
     out: Sender<OutMsg>,
     stop: Arc<AtomicBool>,
     live: Arc<Live>,
     shared: Arc<Shared>,
+}
+
+fn capture_thread(
+    name: String,
+    cap: pcap::Capture<pcap::Active>,
+    ctx: ThreadCtx,
     pcap_settings: PcapSettings,
 ) -> Result<()> {
+    let ThreadCtx { engine: engine_cfg, render, out, stop, live, shared } = ctx;
     let mut linktype = cap.get_datalink().0 as u32;
     let mut cap = Some(cap);
     let mut last_retry = Instant::now();
@@ -488,17 +491,8 @@ fn capture_thread(
     Ok(())
 }
 
-#[allow(clippy::too_many_arguments)]
-fn ebpf_thread(
-    name: String,
-    mut cap: crate::ebpf::EbpfCapture,
-    engine_cfg: crate::engine::EngineConfig,
-    render: RenderOptions,
-    out: Sender<OutMsg>,
-    stop: Arc<AtomicBool>,
-    live: Arc<Live>,
-    shared: Arc<Shared>,
-) -> Result<()> {
+fn ebpf_thread(name: String, mut cap: crate::ebpf::EbpfCapture, ctx: ThreadCtx) -> Result<()> {
+    let ThreadCtx { engine: engine_cfg, render, out, stop, live, shared } = ctx;
     let mut engine = Engine::new(engine_cfg);
     let mut batcher = Batcher::new(render, out, shared.clone());
     let mut idx = 0u64;

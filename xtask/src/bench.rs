@@ -53,18 +53,8 @@ fn make_capture(out: &Path, bytes: u64, large: bool) -> Result<()> {
     netns::available().map_err(anyhow::Error::msg)?;
     println!("making {} (about {} MB, once; cached)", out.display(), bytes >> 20);
     let tmp = tempfile::tempdir()?;
-    let conf = nginx_conf(tmp.path())?;
     let lab = Lab::new()?;
-    let mut nginx = lab
-        .cmd(&lab.srv, "nginx")
-        .arg("-c")
-        .arg(&conf)
-        .arg("-p")
-        .arg(tmp.path())
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()?;
-    sleep(Duration::from_millis(800));
+    let nginx = start_nginx(&lab, tmp.path())?;
     let partial = out.with_extension("partial");
     let dump = lab
         .cmd(&lab.srv, "tcpdump")
@@ -117,9 +107,7 @@ fn make_capture(out: &Path, bytes: u64, large: bool) -> Result<()> {
     if let Some(line) = msg.lines().find(|l| l.contains("dropped by kernel")) {
         println!("  tcpdump: {}", line.trim());
     }
-    // SIGTERM: nginx's master stops its workers (SIGKILL would orphan them).
-    let _ = Command::new("kill").args(["-TERM", &nginx.id().to_string()]).status();
-    let _ = nginx.wait();
+    stop_nginx(nginx);
     drop(lab);
     std::fs::rename(&partial, out)?;
     Ok(())
@@ -294,6 +282,28 @@ fn nginx_conf(dir: &Path) -> Result<PathBuf> {
     Ok(conf)
 }
 
+/// nginx in the lab's server namespace, serving the files of [`nginx_conf`].
+fn start_nginx(lab: &Lab, dir: &Path) -> Result<std::process::Child> {
+    let conf = nginx_conf(dir)?;
+    let child = lab
+        .cmd(&lab.srv, "nginx")
+        .arg("-c")
+        .arg(&conf)
+        .arg("-p")
+        .arg(dir)
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()?;
+    sleep(Duration::from_millis(800));
+    Ok(child)
+}
+
+/// SIGTERM: nginx's master stops its workers (SIGKILL would orphan them).
+fn stop_nginx(mut nginx: std::process::Child) {
+    let _ = Command::new("kill").args(["-TERM", &nginx.id().to_string()]).status();
+    let _ = nginx.wait();
+}
+
 /// utime + stime of a process, in seconds.
 fn cpu_seconds(pid: u32) -> f64 {
     let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
@@ -338,18 +348,8 @@ fn live(root: &Path, quick: bool) -> Result<()> {
     netns::available().map_err(anyhow::Error::msg)?;
     let bin = release_binary(root)?;
     let tmp = tempfile::tempdir()?;
-    let conf = nginx_conf(tmp.path())?;
     let lab = Lab::new()?;
-    let mut nginx = lab
-        .cmd(&lab.srv, "nginx")
-        .arg("-c")
-        .arg(&conf)
-        .arg("-p")
-        .arg(tmp.path())
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()?;
-    sleep(Duration::from_millis(800));
+    let nginx = start_nginx(&lab, tmp.path())?;
     let secs = if quick { 3 } else { 6 };
     let levels: &[u32] = if quick { &[1, 8] } else { &[1, 4, 16, 64] };
     println!("\napiwatch live capture benchmark: wrk against nginx across a veth pair, {secs} s per level, client, server and apiwatch on the same 2 cores");
@@ -420,8 +420,7 @@ fn live(root: &Path, quick: bool) -> Result<()> {
             );
         }
     }
-    let _ = Command::new("kill").args(["-TERM", &nginx.id().to_string()]).status();
-    let _ = nginx.wait();
+    stop_nginx(nginx);
     drop(lab);
     println!("  offered: requests wrk completed; captured: transactions apiwatch wrote (in-flight requests at the end of a run may add a few either way)");
     println!("  apiwatch CPU: the process (user+system), and per Gbit of traffic on the interface; machine CPU: all cores busy time per 1000 requests, wrk and nginx included (the eBPF program runs in the traffic's softirq, which only this column sees)");

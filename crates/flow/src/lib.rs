@@ -251,7 +251,7 @@ impl<H: Handler> FlowTable<H> {
             },
         };
         let mut flow = self.slots[idx].take().expect("mapped slot is occupied");
-        let keep = self.on_segment(&mut flow, side, seg, ts, pkt, h);
+        let keep = self.on_segment(&mut flow, side, seg, ts, h);
         match keep {
             Keep::Yes => self.slots[idx] = Some(flow),
             Keep::Replace => {
@@ -261,7 +261,7 @@ impl<H: Handler> FlowTable<H> {
                 self.release(idx, &flow.key);
                 if let Some(i) = self.create(key, side, seg, ts, pkt, h) {
                     let mut nf = self.slots[i].take().expect("created");
-                    let _ = self.on_segment(&mut nf, side, seg, ts, pkt, h);
+                    let _ = self.on_segment(&mut nf, side, seg, ts, h);
                     self.slots[i] = Some(nf);
                 }
             }
@@ -333,7 +333,6 @@ impl<H: Handler> FlowTable<H> {
             }
         };
         self.map.insert(key, idx);
-        let _ = h;
         Some(idx)
     }
 
@@ -371,15 +370,7 @@ impl<H: Handler> FlowTable<H> {
         f.info = Some(info);
     }
 
-    fn on_segment(
-        &mut self,
-        f: &mut Flow<H::Conn>,
-        side: usize,
-        seg: &TcpSegment<'_>,
-        ts: i64,
-        _pkt: u64,
-        h: &mut H,
-    ) -> Keep {
+    fn on_segment(&mut self, f: &mut Flow<H::Conn>, side: usize, seg: &TcpSegment<'_>, ts: i64, h: &mut H) -> Keep {
         f.last_ts = ts;
         let syn = seg.has(tcpflags::SYN);
         if f.state == State::Closed {

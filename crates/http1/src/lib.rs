@@ -373,7 +373,7 @@ impl HttpHandler {
             }
             let probe = if s == REQ { parse::probe_request(data) } else { parse::probe_response(data) };
             if probe == Probe::No {
-                if s == REQ && self.try_http09(c, info, data, ts) {
+                if s == REQ && self.try_http09(c, data, ts) {
                     return parse::http09_request(data).unwrap_or(data.len());
                 }
                 if s == RESP && self.http09_response(c, info, ts) {
@@ -415,7 +415,7 @@ impl HttpHandler {
                     data.len()
                 }
                 Head::Invalid => {
-                    if s == REQ && self.try_http09(c, info, data, ts) {
+                    if s == REQ && self.try_http09(c, data, ts) {
                         return parse::http09_request(data).unwrap_or(data.len());
                     }
                     self.stats.parse_errors += 1;
@@ -450,7 +450,7 @@ impl HttpHandler {
                     take
                 }
                 Head::Invalid => {
-                    if s == REQ && self.try_http09(c, info, &buf, c.sides[s].head_ts) {
+                    if s == REQ && self.try_http09(c, &buf, c.sides[s].head_ts) {
                         let used = parse::http09_request(&buf).unwrap_or(buf.len());
                         return used.saturating_sub(before).clamp(1, take);
                     }
@@ -582,7 +582,7 @@ impl HttpHandler {
                     Some(n) => Framing::Length(n),
                 }
             };
-            let mut p = self.new_pending(c, info);
+            let mut p = self.new_pending(c);
             p.req_start = Some(c.sides[REQ].head_off);
             p.req = Some(msg);
             p.head_request = head_request;
@@ -608,7 +608,7 @@ impl HttpHandler {
             let idx = match c.pending.iter().position(|p| p.resp.is_none() && !p.resp_done) {
                 Some(i) => i,
                 None => {
-                    let mut p = self.new_pending(c, info);
+                    let mut p = self.new_pending(c);
                     p.flags.set(Flags::NO_REQUEST);
                     // An unparsable (or oversized) request that this answers: say why it
                     // is missing.
@@ -682,7 +682,7 @@ impl HttpHandler {
         true
     }
 
-    fn new_pending(&mut self, c: &mut HttpConn, _info: &ConnInfo) -> Pending {
+    fn new_pending(&mut self, c: &mut HttpConn) -> Pending {
         let mut p = Pending::new(c.next_depth);
         if c.midstream && c.next_depth == 1 {
             p.flags.set(Flags::MIDSTREAM);
@@ -721,7 +721,7 @@ impl HttpHandler {
     }
 
     /// HTTP/0.9: a bare `GET /path` line. Returns whether one was taken.
-    fn try_http09(&mut self, c: &mut HttpConn, info: &ConnInfo, data: &[u8], ts: i64) -> bool {
+    fn try_http09(&mut self, c: &mut HttpConn, data: &[u8], ts: i64) -> bool {
         let Some(n) = parse::http09_request(data) else { return false };
         let line = &data[..n];
         let mut raw = line.to_vec();
@@ -747,7 +747,7 @@ impl HttpHandler {
         self.stats.requests += 1;
         self.stats.http09 += 1;
         c.sides[REQ].messages += 1;
-        let mut p = self.new_pending(c, info);
+        let mut p = self.new_pending(c);
         p.flags.set(Flags::HTTP09);
         p.flags.set(std::mem::take(&mut c.sides[REQ].carry));
         p.http09 = true;
@@ -983,7 +983,7 @@ impl HttpHandler {
                             ts_first: ts,
                             ts_last: ts,
                         };
-                        let mut p = self.new_pending(c, info);
+                        let mut p = self.new_pending(c);
                         p.req_start = Some(c.sides[REQ].head_off);
                         p.req = Some(msg);
                         p.req_done = true;
