@@ -32,6 +32,52 @@ impl Bg {
     }
 }
 
+/// A running tcpdump or dumpcap. Its closing report (on stderr) is checked when it stops:
+/// a capture the kernel dropped packets from is not a faithful record of what the programs
+/// did, so it is an error rather than a flaky test later.
+struct Recorder {
+    bg: Bg,
+    report: tempfile::NamedTempFile,
+}
+
+impl Recorder {
+    fn start(mut cmd: Command, what: &'static str) -> Result<Recorder> {
+        let report = tempfile::NamedTempFile::new()?;
+        let child = cmd
+            .stdout(Stdio::null())
+            .stderr(report.reopen()?)
+            .spawn()
+            .with_context(|| format!("cannot start {what}"))?;
+        // Neither says when it is ready; give it time to open the interface.
+        sleep(Duration::from_millis(1500));
+        Ok(Recorder { bg: Bg(child, what), report })
+    }
+
+    fn stop(self) -> Result<()> {
+        let what = self.bg.1;
+        self.bg.stop()?;
+        let report = std::fs::read_to_string(self.report.path())?;
+        match kernel_drops(&report) {
+            Some(0) => Ok(()),
+            Some(n) => bail!("{what} lost {n} packets in the kernel; its report:\n{report}"),
+            None => bail!("{what} printed no drop count; its report:\n{report}"),
+        }
+    }
+}
+
+/// Packets dropped before the recorder saw them, from tcpdump's "N packets dropped by kernel"
+/// or dumpcap's "Packets received/dropped on interface 'x': R/D".
+fn kernel_drops(report: &str) -> Option<u64> {
+    report.lines().find_map(|l| {
+        if let Some(n) = l.strip_suffix(" packets dropped by kernel") {
+            return n.trim().parse().ok();
+        }
+        let rest = l.strip_prefix("Packets received/dropped on interface")?;
+        let counts = rest.rsplit_once("': ")?.1.split_whitespace().next()?;
+        counts.split_once('/')?.1.parse().ok()
+    })
+}
+
 impl Drop for Bg {
     fn drop(&mut self) {
         if let Ok(None) = self.0.try_wait() {
@@ -61,23 +107,29 @@ fn wait_listening(lab: &Lab, ns: &str, port: u16) -> Result<()> {
     bail!("nothing listens on port {port}")
 }
 
+/// Kernel capture buffer for the recorders, in KiB. In immediate mode libpcap uses
+/// TPACKET_V2 with one frame per snaplen on the "any" device: the default 2 MiB held 8
+/// frames and dropped packets of a two-request session.
+const RING_KIB: &str = "65536";
+
 /// Start recording on `iface` of the server namespace.
-fn record(lab: &Lab, iface: &str, out: &Path, pcapng: bool) -> Result<Bg> {
-    let cmd = if pcapng {
+fn record(lab: &Lab, iface: &str, out: &Path, pcapng: bool) -> Result<Recorder> {
+    if pcapng {
         let mut c = lab.cmd(&lab.srv, "dumpcap");
-        c.args(["-q", "-i", iface, "-w"]).arg(out);
-        c
+        c.args(["-q", "-i", iface, "-B", "64", "-w"]).arg(out);
+        Recorder::start(c, "dumpcap")
     } else {
-        let mut c = lab.cmd(&lab.srv, "tcpdump");
-        // Immediate mode: without it, packets still in an unfinished TPACKET_V3 block can be
-        // lost when tcpdump is interrupted.
-        c.args(["-i", iface, "-s", "0", "-U", "--immediate-mode", "--time-stamp-precision=nano", "-w"]).arg(out);
-        c
-    };
-    let bg = spawn(cmd, if pcapng { "dumpcap" } else { "tcpdump" })?;
-    // Both print nothing useful on stdout; give them time to open the interface.
-    sleep(Duration::from_millis(1500));
-    Ok(bg)
+        record_tcpdump(lab, &["-i", iface, "--time-stamp-precision=nano"], out, None)
+    }
+}
+
+/// tcpdump in the server namespace with options `args` (the interface...) writing `out`.
+fn record_tcpdump(lab: &Lab, args: &[&str], out: &Path, filter: Option<&str>) -> Result<Recorder> {
+    let mut c = lab.cmd(&lab.srv, "tcpdump");
+    // Immediate mode: without it, packets still in an unfinished TPACKET_V3 block can be
+    // lost when tcpdump is interrupted.
+    c.args(["-s", "0", "-U", "--immediate-mode", "-B", RING_KIB]).args(args).arg("-w").arg(out).args(filter);
+    Recorder::start(c, "tcpdump")
 }
 
 /// Run a client in the client namespace; its stdout (the client log) is appended to `log`.
@@ -278,10 +330,7 @@ pub fn run(root: &Path, out: &Path) -> Result<()> {
     // 5. Linux "any" device: cooked (SLL2) frames.
     {
         let name = out.join("any-device.pcap");
-        let mut c = lab.cmd(&lab.srv, "tcpdump");
-        c.args(["-i", "any", "-s", "0", "-U", "--immediate-mode", "-w"]).arg(&name).arg("tcp port 8081");
-        let rec = spawn(c, "tcpdump")?;
-        sleep(Duration::from_millis(1500));
+        let rec = record_tcpdump(&lab, &["-i", "any"], &name, Some("tcp port 8081"))?;
         let mut log = String::new();
         let u = format!("http://{}:8081/index.html", netns::SRV4);
         let n = format!("http://{}:8081/none", netns::SRV4);
@@ -341,4 +390,21 @@ fn derive_damaged(src: &Path) -> Result<()> {
         println!("derived {}", out.display());
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::kernel_drops;
+
+    #[test]
+    fn reads_the_drop_count_of_both_recorders() {
+        let tcpdump =
+            "tcpdump: listening on any, link-type LINUX_SLL2 (Linux cooked v2), snapshot length 262144 bytes\n\
+                       10 packets captured\n24 packets received by filter\n14 packets dropped by kernel\n";
+        assert_eq!(kernel_drops(tcpdump), Some(14));
+        let dumpcap = "Capturing on 'Loopback: lo'\nFile: /tmp/x.pcapng\nPackets captured: 7\n\
+                       Packets received/dropped on interface 'Loopback: lo': 7/3 (pcap:0/dumpcap:0/flushed:0/ps_ifdrop:0) (100.0%)\n";
+        assert_eq!(kernel_drops(dumpcap), Some(3));
+        assert_eq!(kernel_drops("tcpdump: killed\n"), None);
+    }
 }
