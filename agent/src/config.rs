@@ -28,6 +28,164 @@ pub struct Config {
     pub log: LogConfig,
     #[serde(default)]
     pub privileges: PrivilegesConfig,
+    #[serde(default)]
+    pub inventory: InventorySection,
+}
+
+/// `[inventory]`: the API inventory (see packaging/apiwatch.toml).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct InventorySection {
+    pub enabled: bool,
+    /// Where the inventory is kept across restarts.
+    pub state_dir: PathBuf,
+    /// Seconds between saves of the inventory (packet time is not used: this is I/O).
+    pub save_interval_secs: u64,
+    /// Client networks counted as internal.
+    pub internal_networks: Vec<String>,
+    /// Proxies whose X-Forwarded-For / Forwarded headers are believed.
+    pub trusted_proxies: Vec<String>,
+    /// Infer JSON schemas of request and response bodies.
+    pub schemas: bool,
+    /// Templates fixed by hand: "/users/{id}" for every host, or "host /path" for one.
+    pub templates: Vec<String>,
+    pub specs: Vec<SpecEntry>,
+    /// Declared paths shape the templates of the hosts their spec applies to.
+    pub templates_from_specs: bool,
+    pub settle_secs: u64,
+    pub inactive_days: u64,
+    pub max_hosts: usize,
+    pub max_endpoints: usize,
+    pub max_endpoints_per_host: usize,
+    pub max_nodes_per_host: usize,
+}
+
+/// One declared API: an OpenAPI 3.x or Swagger 2.0 file and the hosts it describes.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SpecEntry {
+    pub file: PathBuf,
+    /// Hosts (as in the Host header) it applies to; default: those of its `servers`/`host`.
+    #[serde(default)]
+    pub hosts: Vec<String>,
+}
+
+impl Default for InventorySection {
+    fn default() -> Self {
+        let d = apiwatch_inventory::InventoryConfig::default();
+        InventorySection {
+            enabled: true,
+            state_dir: PathBuf::from("/var/lib/apiwatch"),
+            save_interval_secs: 60,
+            internal_networks: apiwatch_inventory::observe::DEFAULT_INTERNAL.iter().map(|s| s.to_string()).collect(),
+            trusted_proxies: Vec::new(),
+            schemas: true,
+            templates: Vec::new(),
+            specs: Vec::new(),
+            templates_from_specs: true,
+            settle_secs: (d.settle_ns / 1_000_000_000) as u64,
+            inactive_days: 30,
+            max_hosts: d.max_hosts,
+            max_endpoints: d.max_endpoints,
+            max_endpoints_per_host: d.max_endpoints_per_host,
+            max_nodes_per_host: d.max_nodes_per_host,
+        }
+    }
+}
+
+impl InventorySection {
+    pub fn problems(&self) -> Vec<Problem> {
+        let mut v = Vec::new();
+        for (key, list) in [
+            ("inventory.internal_networks", &self.internal_networks),
+            ("inventory.trusted_proxies", &self.trusted_proxies),
+        ] {
+            for (i, c) in list.iter().enumerate() {
+                if let Err(e) = c.parse::<apiwatch_inventory::Cidr>() {
+                    v.push(problem(&format!("{key}[{i}]"), e));
+                }
+            }
+        }
+        for (i, t) in self.templates.iter().enumerate() {
+            let path = t.rsplit(' ').next().unwrap_or("");
+            if !path.starts_with('/') {
+                v.push(problem(
+                    &format!("inventory.templates[{i}]"),
+                    format!("{t:?} is not \"/path\" or \"host /path\""),
+                ));
+            }
+        }
+        for (i, s) in self.specs.iter().enumerate() {
+            if !s.file.is_file() {
+                v.push(problem(&format!("inventory.specs[{i}].file"), format!("{} is not a file", s.file.display())));
+            }
+        }
+        for (key, n) in [
+            ("inventory.max_hosts", self.max_hosts),
+            ("inventory.max_endpoints", self.max_endpoints),
+            ("inventory.max_endpoints_per_host", self.max_endpoints_per_host),
+            ("inventory.max_nodes_per_host", self.max_nodes_per_host),
+            ("inventory.save_interval_secs", self.save_interval_secs as usize),
+        ] {
+            if n == 0 {
+                v.push(problem(key, "must be at least 1".into()));
+            }
+        }
+        v
+    }
+
+    /// The inventory settings, with the declared specs loaded from disk.
+    pub fn build(&self) -> anyhow::Result<(apiwatch_inventory::InventoryConfig, apiwatch_inventory::ObserveConfig)> {
+        let cidrs = |l: &[String]| -> anyhow::Result<Vec<apiwatch_inventory::Cidr>> {
+            l.iter().map(|c| c.parse().map_err(anyhow::Error::msg)).collect()
+        };
+        let observe = apiwatch_inventory::ObserveConfig {
+            internal: cidrs(&self.internal_networks)?,
+            trusted_proxies: cidrs(&self.trusted_proxies)?,
+            schemas: self.schemas,
+        };
+        let pins = self
+            .templates
+            .iter()
+            .map(|t| match t.trim().split_once(' ') {
+                Some((h, p)) => (Some(h.trim().to_ascii_lowercase()), p.trim().to_string()),
+                None => (None, t.trim().to_string()),
+            })
+            .collect();
+        let mut specs = Vec::new();
+        for s in &self.specs {
+            let mut api = load_spec(&s.file)?;
+            if !s.hosts.is_empty() {
+                api.hosts = s.hosts.iter().map(|h| h.to_ascii_lowercase()).collect();
+            }
+            specs.push(api);
+        }
+        let cfg = apiwatch_inventory::InventoryConfig {
+            max_hosts: self.max_hosts,
+            max_endpoints: self.max_endpoints,
+            max_endpoints_per_host: self.max_endpoints_per_host,
+            max_nodes_per_host: self.max_nodes_per_host,
+            settle_ns: (self.settle_secs as i64).saturating_mul(1_000_000_000),
+            inactive_ns: (self.inactive_days as i64).saturating_mul(86_400_000_000_000),
+            pins,
+            specs,
+            templates_from_specs: self.templates_from_specs,
+        };
+        Ok((cfg, observe))
+    }
+}
+
+/// Read an OpenAPI/Swagger document and the files its `$ref`s point to (at most 64 MiB each).
+pub fn load_spec(file: &Path) -> anyhow::Result<apiwatch_inventory::spec::DeclaredApi> {
+    let mut read = |p: &str| -> Result<String, String> {
+        let meta = std::fs::metadata(p).map_err(|e| format!("cannot read {p}: {e}"))?;
+        if meta.len() > 64 << 20 {
+            return Err(format!("{p} is larger than 64 MiB"));
+        }
+        std::fs::read_to_string(p).map_err(|e| format!("cannot read {p}: {e}"))
+    };
+    let name = file.to_string_lossy();
+    apiwatch_inventory::spec::load(&name, &mut read).map_err(|e| anyhow::anyhow!("spec {e}"))
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
@@ -285,6 +443,7 @@ impl Config {
         if !["error", "warn", "info", "debug", "trace"].contains(&self.log.level.as_str()) {
             v.push(problem("log.level", format!("{:?} is not one of error, warn, info, debug, trace", self.log.level)));
         }
+        v.extend(self.inventory.problems());
         if let Some(u) = &self.privileges.user {
             if crate::privileges::lookup_user(u).is_none() {
                 v.push(problem("privileges.user", format!("no user named {u:?} on this system")));

@@ -15,8 +15,10 @@
 
 use crate::config::{Backend, Config, LogFormat};
 use crate::engine::{Engine, Stats};
+use crate::inventory::InventoryStage;
 use crate::output::NdjsonOutput;
 use anyhow::{anyhow, bail, Context, Result};
+use apiwatch_inventory::{Observation, ObserveConfig};
 use apiwatch_model::RenderOptions;
 use crossbeam_channel::{bounded, Receiver, Sender, TrySendError};
 use std::collections::BTreeMap;
@@ -82,10 +84,16 @@ struct Shared {
     output_dropped: AtomicU64,
     output_queued: AtomicU64,
     reloads: AtomicU64,
+    inventory: Mutex<Option<apiwatch_inventory::inventory::Counters>>,
+    inventory_endpoints: AtomicU64,
+    inventory_hosts: AtomicU64,
+    inventory_saves_failed: AtomicU64,
 }
 
 enum OutMsg {
-    Records(Vec<u8>, u64),
+    /// Rendered records, their count, what they tell the inventory, and the capture time
+    /// of the batch.
+    Records(Vec<u8>, u64, Vec<Observation>, i64),
     Reopen(Option<PathBuf>),
 }
 
@@ -135,6 +143,17 @@ pub fn run(config_path: Option<&Path>, o: Overrides) -> Result<()> {
     } else {
         None
     };
+    // The inventory is loaded (and its state directory created) while still privileged.
+    let inventory = if cfg.inventory.enabled {
+        let (icfg, observe) = cfg.inventory.build()?;
+        let stage = InventoryStage::new(icfg, observe, Some(&cfg.inventory.state_dir))?;
+        tracing::info!(endpoints = stage.inv.endpoints, state = %cfg.inventory.state_dir.display(), "inventory loaded");
+        Some(stage)
+    } else {
+        None
+    };
+    let observe = inventory.as_ref().map(|s| s.observe.clone());
+    let save_every = Duration::from_secs(cfg.inventory.save_interval_secs.max(1));
     // The output is opened while still privileged (it may live where only root writes).
     let first_output = NdjsonOutput::new(cfg.output_path().as_deref(), RenderOptions::default())?;
     if let Some(user) = &cfg.privileges.user {
@@ -151,7 +170,9 @@ pub fn run(config_path: Option<&Path>, o: Overrides) -> Result<()> {
     let render = RenderOptions { redact: cfg.output.redact };
     let writer = {
         let shared = shared.clone();
-        std::thread::Builder::new().name("output".into()).spawn(move || output_thread(first_output, out_rx, shared))?
+        std::thread::Builder::new()
+            .name("output".into())
+            .spawn(move || output_thread(first_output, out_rx, shared, inventory, save_every))?
     };
     let live = Arc::new(Live {
         filter: Mutex::new(cfg.capture.bpf_filter()),
@@ -167,6 +188,7 @@ pub fn run(config_path: Option<&Path>, o: Overrides) -> Result<()> {
     let ctx = ThreadCtx {
         engine: cfg.engine(),
         render,
+        observe,
         out: out_tx.clone(),
         stop: stop.clone(),
         live: live.clone(),
@@ -245,15 +267,37 @@ pub fn run(config_path: Option<&Path>, o: Overrides) -> Result<()> {
     }
 }
 
-fn output_thread(mut out: NdjsonOutput, rx: Receiver<OutMsg>, shared: Arc<Shared>) -> Result<()> {
+fn output_thread(
+    mut out: NdjsonOutput,
+    rx: Receiver<OutMsg>,
+    shared: Arc<Shared>,
+    mut inventory: Option<InventoryStage>,
+    save_every: Duration,
+) -> Result<()> {
     let mut last_flush = Instant::now();
+    let mut last_save = Instant::now();
+    let save = |stage: &mut InventoryStage, shared: &Shared| {
+        if let Err(e) = stage.save() {
+            shared.inventory_saves_failed.fetch_add(1, Ordering::Relaxed);
+            tracing::error!(error = %format!("{e:#}"), "inventory not saved");
+        }
+        *shared.inventory.lock().unwrap_or_else(|e| e.into_inner()) = Some(stage.inv.counters.clone());
+        shared.inventory_endpoints.store(stage.inv.endpoints as u64, Ordering::Relaxed);
+        shared.inventory_hosts.store(stage.inv.hosts.len() as u64, Ordering::Relaxed);
+    };
     loop {
         crossbeam_channel::select! {
             recv(rx) -> msg => match msg {
-                Ok(OutMsg::Records(bytes, n)) => {
+                Ok(OutMsg::Records(bytes, n, obs, ts)) => {
                     shared.output_queued.fetch_sub(1, Ordering::Relaxed);
                     out.raw(&bytes, n)?;
                     shared.output_records.fetch_add(n, Ordering::Relaxed);
+                    if let Some(stage) = inventory.as_mut() {
+                        for o in &obs {
+                            stage.observe(o, &mut out)?;
+                        }
+                        stage.tick(ts, &mut out)?;
+                    }
                 }
                 Ok(OutMsg::Reopen(p)) => {
                     out.flush()?;
@@ -269,6 +313,17 @@ fn output_thread(mut out: NdjsonOutput, rx: Receiver<OutMsg>, shared: Arc<Shared
             out.flush()?;
             last_flush = Instant::now();
         }
+        if let Some(stage) = inventory.as_mut() {
+            if last_save.elapsed() >= save_every {
+                save(stage, &shared);
+                last_save = Instant::now();
+            }
+        }
+    }
+    if let Some(stage) = inventory.as_mut() {
+        stage.tick(now_ns(), &mut out)?;
+        out.flush()?;
+        save(stage, &shared);
     }
     out.flush()
 }
@@ -320,6 +375,8 @@ const BATCH_BYTES: usize = 256 << 10;
 /// batches. A full queue drops the batch and counts it: output never stalls capture.
 struct Batcher {
     render: RenderOptions,
+    observe: Option<ObserveConfig>,
+    obs: Vec<Observation>,
     out: Sender<OutMsg>,
     shared: Arc<Shared>,
     buf: Vec<u8>,
@@ -328,9 +385,11 @@ struct Batcher {
 }
 
 impl Batcher {
-    fn new(render: RenderOptions, out: Sender<OutMsg>, shared: Arc<Shared>) -> Self {
+    fn new(render: RenderOptions, observe: Option<ObserveConfig>, out: Sender<OutMsg>, shared: Arc<Shared>) -> Self {
         Batcher {
             render,
+            observe,
+            obs: Vec::new(),
             out,
             shared,
             buf: Vec::with_capacity(BATCH_BYTES + (64 << 10)),
@@ -345,6 +404,9 @@ impl Batcher {
             for tx in engine.drain() {
                 NdjsonOutput::render(&self.render, &tx, &mut self.buf);
                 self.records += 1;
+                if let Some(o) = self.observe.as_ref().and_then(|cfg| Observation::of(&tx, cfg)) {
+                    self.obs.push(o);
+                }
             }
         }
     }
@@ -360,8 +422,10 @@ impl Batcher {
         }
         let bytes = std::mem::replace(&mut self.buf, Vec::with_capacity(BATCH_BYTES + (64 << 10)));
         let n = std::mem::take(&mut self.records);
+        let obs = std::mem::take(&mut self.obs);
         self.shared.output_queued.fetch_add(1, Ordering::Relaxed);
-        if let Err(TrySendError::Full(_) | TrySendError::Disconnected(_)) = self.out.try_send(OutMsg::Records(bytes, n))
+        if let Err(TrySendError::Full(_) | TrySendError::Disconnected(_)) =
+            self.out.try_send(OutMsg::Records(bytes, n, obs, now_ns()))
         {
             self.shared.output_queued.fetch_sub(1, Ordering::Relaxed);
             self.shared.output_dropped.fetch_add(n, Ordering::Relaxed);
@@ -374,7 +438,8 @@ impl Batcher {
             return;
         }
         self.shared.output_queued.fetch_add(1, Ordering::Relaxed);
-        if self.out.send_timeout(OutMsg::Records(self.buf, self.records), Duration::from_secs(2)).is_err() {
+        let msg = OutMsg::Records(self.buf, self.records, self.obs, now_ns());
+        if self.out.send_timeout(msg, Duration::from_secs(2)).is_err() {
             self.shared.output_queued.fetch_sub(1, Ordering::Relaxed);
             self.shared.output_dropped.fetch_add(self.records, Ordering::Relaxed);
         }
@@ -386,6 +451,7 @@ impl Batcher {
 struct ThreadCtx {
     engine: crate::engine::EngineConfig,
     render: RenderOptions,
+    observe: Option<ObserveConfig>,
     out: Sender<OutMsg>,
     stop: Arc<AtomicBool>,
     live: Arc<Live>,
@@ -398,12 +464,12 @@ fn capture_thread(
     ctx: ThreadCtx,
     pcap_settings: PcapSettings,
 ) -> Result<()> {
-    let ThreadCtx { engine: engine_cfg, render, out, stop, live, shared } = ctx;
+    let ThreadCtx { engine: engine_cfg, render, observe, out, stop, live, shared } = ctx;
     let mut linktype = cap.get_datalink().0 as u32;
     let mut cap = Some(cap);
     let mut last_retry = Instant::now();
     let mut engine = Engine::new(engine_cfg);
-    let mut batcher = Batcher::new(render, out, shared.clone());
+    let mut batcher = Batcher::new(render, observe, out, shared.clone());
     let mut idx = 0u64;
     let mut generation = 0;
     let mut last_publish = Instant::now() - Duration::from_secs(10);
@@ -492,9 +558,9 @@ fn capture_thread(
 }
 
 fn ebpf_thread(name: String, mut cap: crate::ebpf::EbpfCapture, ctx: ThreadCtx) -> Result<()> {
-    let ThreadCtx { engine: engine_cfg, render, out, stop, live, shared } = ctx;
+    let ThreadCtx { engine: engine_cfg, render, observe, out, stop, live, shared } = ctx;
     let mut engine = Engine::new(engine_cfg);
-    let mut batcher = Batcher::new(render, out, shared.clone());
+    let mut batcher = Batcher::new(render, observe, out, shared.clone());
     let mut idx = 0u64;
     let mut generation = 0;
     let mut last_publish = Instant::now() - Duration::from_secs(10);
@@ -641,8 +707,18 @@ fn metrics_text(shared: &Shared) -> String {
         ("apiwatch_output_dropped_records_total", "counter", shared.output_dropped.load(Ordering::Relaxed)),
         ("apiwatch_output_queued_batches", "gauge", shared.output_queued.load(Ordering::Relaxed)),
         ("apiwatch_config_reloads_total", "counter", shared.reloads.load(Ordering::Relaxed)),
+        ("apiwatch_inventory_endpoints", "gauge", shared.inventory_endpoints.load(Ordering::Relaxed)),
+        ("apiwatch_inventory_hosts", "gauge", shared.inventory_hosts.load(Ordering::Relaxed)),
+        ("apiwatch_inventory_saves_failed_total", "counter", shared.inventory_saves_failed.load(Ordering::Relaxed)),
     ] {
         let _ = writeln!(o, "# TYPE {name} {kind}\n{name} {v}");
+    }
+    if let Some(c) = shared.inventory.lock().unwrap_or_else(|e| e.into_inner()).as_ref() {
+        if let Some(obj) = serde_json::to_value(c).ok().as_ref().and_then(|v| v.as_object()) {
+            for (k, v) in obj {
+                let _ = writeln!(o, "# TYPE apiwatch_inventory_{k}_total counter\napiwatch_inventory_{k}_total {v}");
+            }
+        }
     }
     o
 }

@@ -24,6 +24,11 @@ enum Cmd {
     Run(RunArgs),
     /// Check a configuration file: print every problem with the key that causes it.
     CheckConfig { file: PathBuf },
+    /// Read the API inventory kept in a state directory.
+    Inventory {
+        #[command(subcommand)]
+        cmd: InventoryCmd,
+    },
     /// Benchmark helper: read every packet of a file and count bytes, with our reader or
     /// libpcap, doing nothing else.
     #[command(hide = true)]
@@ -32,6 +37,88 @@ enum Cmd {
         reader: String,
         file: PathBuf,
     },
+}
+
+#[derive(Subcommand)]
+enum InventoryCmd {
+    /// Print the inventory (a table by default).
+    Show(ShowArgs),
+    /// Export the inventory (JSON by default; `--format openapi` for OpenAPI 3.1 per host).
+    Export(ShowArgs),
+}
+
+#[derive(clap::Args)]
+struct ShowArgs {
+    #[command(flatten)]
+    inv: InventoryArgs,
+    /// table, json or openapi.
+    #[arg(long, value_parser = ["table", "json", "openapi"])]
+    format: Option<String>,
+    /// Only this host.
+    #[arg(long)]
+    host: Option<String>,
+    /// Write here instead of stdout.
+    #[arg(short, long)]
+    output: Option<PathBuf>,
+}
+
+/// Inventory settings shared by `replay` and `inventory`: the `[inventory]` section of a
+/// configuration file, then these flags over it.
+#[derive(clap::Args)]
+struct InventoryArgs {
+    /// Take the [inventory] section (state directory, specs, networks) from this file.
+    #[arg(long = "config")]
+    inventory_config: Option<PathBuf>,
+    /// State directory of the inventory (loaded, then saved). Replay keeps none by default.
+    #[arg(long)]
+    state: Option<PathBuf>,
+    /// A declared API: OpenAPI 3.x or Swagger 2.0 file, JSON or YAML; `FILE=HOST,HOST` to
+    /// say which hosts it describes (default: its servers/host). Repeat for several.
+    #[arg(long = "spec")]
+    specs: Vec<String>,
+    /// A template fixed by hand (`/users/{id}`, or `HOST /path`). Repeat for several.
+    #[arg(long = "template")]
+    templates: Vec<String>,
+    /// Internal client networks (replaces the default RFC 1918, ULA, loopback, link-local).
+    #[arg(long = "internal", value_delimiter = ',')]
+    internal: Vec<String>,
+    /// Proxies whose X-Forwarded-For / Forwarded headers are believed.
+    #[arg(long = "trusted-proxy", value_delimiter = ',')]
+    trusted_proxies: Vec<String>,
+}
+
+impl InventoryArgs {
+    fn section(&self) -> Result<apiwatch::config::InventorySection> {
+        let mut s = match &self.inventory_config {
+            Some(f) => match apiwatch::config::Config::load(f) {
+                Ok(c) => c.inventory,
+                Err(p) => {
+                    anyhow::bail!("{}: {}", f.display(), p.iter().map(|p| p.to_string()).collect::<Vec<_>>().join("; "))
+                }
+            },
+            None => apiwatch::config::InventorySection::default(),
+        };
+        if let Some(d) = &self.state {
+            s.state_dir = d.clone();
+        }
+        for spec in &self.specs {
+            let (file, hosts) = match spec.split_once('=') {
+                Some((f, h)) => (f, h.split(',').map(|h| h.trim().to_string()).filter(|h| !h.is_empty()).collect()),
+                None => (spec.as_str(), Vec::new()),
+            };
+            s.specs.push(apiwatch::config::SpecEntry { file: PathBuf::from(file), hosts });
+        }
+        s.templates.extend(self.templates.iter().cloned());
+        if !self.internal.is_empty() {
+            s.internal_networks = self.internal.clone();
+        }
+        s.trusted_proxies.extend(self.trusted_proxies.iter().cloned());
+        let problems = s.problems();
+        if !problems.is_empty() {
+            anyhow::bail!("{}", problems.iter().map(|p| p.to_string()).collect::<Vec<_>>().join("; "));
+        }
+        Ok(s)
+    }
 }
 
 #[derive(clap::Args)]
@@ -98,6 +185,14 @@ struct ReplayArgs {
     /// No summary on stderr.
     #[arg(short, long)]
     quiet: bool,
+    /// Transactions only: no inventory and no inventory records.
+    #[arg(long)]
+    no_inventory: bool,
+    /// Seconds (packet time) a new endpoint must exist before it is reported.
+    #[arg(long)]
+    settle_secs: Option<u64>,
+    #[command(flatten)]
+    inv: InventoryArgs,
 }
 
 fn main() -> ExitCode {
@@ -122,6 +217,18 @@ fn run() -> Result<ExitCode> {
             engine.flow.max_ooo_per_flow = a.reassembly_flow_bytes;
             engine.flow.max_ooo_total = a.reassembly_total_bytes;
             engine.flow.idle_timeout_ns = (a.flow_timeout.max(1) as i64).saturating_mul(1_000_000_000);
+            let inventory = if a.no_inventory {
+                None
+            } else {
+                let mut section = a.inv.section()?;
+                if let Some(s) = a.settle_secs {
+                    section.settle_secs = s;
+                }
+                let (cfg, observe) = section.build()?;
+                // Replay keeps state only when asked (a state dir given by flag or config).
+                let state = a.inv.state.clone().or(a.inv.inventory_config.as_ref().map(|_| section.state_dir.clone()));
+                Some(apiwatch::replay::InventoryOptions { cfg, observe, state })
+            };
             let opts = ReplayOptions {
                 files: a.files,
                 output: a.output,
@@ -129,6 +236,7 @@ fn run() -> Result<ExitCode> {
                 render: RenderOptions { redact: !a.no_redact },
                 workers: a.workers,
                 progress: !a.quiet,
+                inventory,
             };
             let report = replay(&opts)?;
             if let Some(p) = &a.stats {
@@ -171,6 +279,25 @@ fn run() -> Result<ExitCode> {
                 log_json: a.log_json,
             };
             apiwatch::live::run(a.config.as_deref(), o)?;
+            Ok(ExitCode::SUCCESS)
+        }
+        Cmd::Inventory { cmd } => {
+            let (a, default_format) = match cmd {
+                InventoryCmd::Show(a) => (a, "table"),
+                InventoryCmd::Export(a) => (a, "json"),
+            };
+            let section = a.inv.section()?;
+            let (cfg, _) = section.build()?;
+            let inv = apiwatch::inventory::read_state(&section.state_dir, cfg)?;
+            let text =
+                apiwatch::report::render(&inv, a.format.as_deref().unwrap_or(default_format), a.host.as_deref())?;
+            match &a.output {
+                Some(p) => std::fs::write(p, text).with_context(|| format!("cannot write {}", p.display()))?,
+                None => {
+                    use std::io::Write;
+                    std::io::stdout().lock().write_all(text.as_bytes())?;
+                }
+            }
             Ok(ExitCode::SUCCESS)
         }
         Cmd::CheckConfig { file } => {

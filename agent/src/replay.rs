@@ -12,8 +12,10 @@
 
 use crate::capture::{file, CaptureFile};
 use crate::engine::{Decode, Engine, EngineConfig, Stats, Streams};
+use crate::inventory::InventoryStage;
 use crate::output::NdjsonOutput;
 use anyhow::{anyhow, Result};
+use apiwatch_inventory::{InventoryConfig, Observation, ObserveConfig};
 use apiwatch_model::{RenderOptions, Transaction};
 use apiwatch_wire::{linktype, Checksum, TcpSegment};
 use crossbeam_channel::{bounded, Receiver, Sender};
@@ -32,6 +34,15 @@ pub struct ReplayOptions {
     pub workers: usize,
     /// Show a progress line on stderr (only when stderr is a terminal and input is large).
     pub progress: bool,
+    /// Feed the inventory (None: transactions only).
+    pub inventory: Option<InventoryOptions>,
+}
+
+pub struct InventoryOptions {
+    pub cfg: InventoryConfig,
+    pub observe: ObserveConfig,
+    /// Keep the inventory in this state directory (loaded first, saved at the end).
+    pub state: Option<PathBuf>,
 }
 
 /// What a replay did.
@@ -63,11 +74,18 @@ pub fn replay(opts: &ReplayOptions) -> Result<ReplayReport> {
     let input_bytes: u64 = caps.iter().map(|c| c.bytes().len() as u64).sum();
     let mut progress =
         Progress::new(opts.progress && std::io::stderr().is_terminal() && input_bytes > 64 << 20, input_bytes);
-    let (stats, read_error) = if opts.workers <= 1 {
-        run_inline(&caps, &opts.engine, &mut out, &mut progress)?
-    } else {
-        run_sharded(&caps, &opts.engine, &opts.render, opts.workers, &mut out, &mut progress)?
+    let mut inv = match &opts.inventory {
+        Some(i) => Some(InventoryStage::new(i.cfg.clone(), i.observe.clone(), i.state.as_deref())?),
+        None => None,
     };
+    let (stats, read_error) = if opts.workers <= 1 {
+        run_inline(&caps, &opts.engine, &mut out, &mut inv, &mut progress)?
+    } else {
+        run_sharded(&caps, &opts.engine, &opts.render, opts.workers, &mut out, &mut inv, &mut progress)?
+    };
+    if let Some(i) = inv.as_mut() {
+        i.finish(&mut out)?;
+    }
     out.flush()?;
     progress.done();
     Ok(ReplayReport { stats, records: out.records, input_bytes, elapsed: start.elapsed(), error: error.or(read_error) })
@@ -139,10 +157,22 @@ fn for_each_packet<'a>(
     Ok(None)
 }
 
+/// Write a transaction, then let the inventory observe it.
+fn emit(tx: &Transaction, out: &mut NdjsonOutput, inv: &mut Option<InventoryStage>) -> Result<()> {
+    out.transaction(tx)?;
+    if let Some(i) = inv.as_mut() {
+        if let Some(o) = Observation::of(tx, &i.observe) {
+            i.observe(&o, out)?;
+        }
+    }
+    Ok(())
+}
+
 fn run_inline(
     caps: &[CaptureFile],
     cfg: &EngineConfig,
     out: &mut NdjsonOutput,
+    inv: &mut Option<InventoryStage>,
     progress: &mut Progress,
 ) -> Result<(Stats, Option<anyhow::Error>)> {
     let mut engine = Engine::new(cfg.clone());
@@ -151,14 +181,14 @@ fn run_inline(
         engine.packet(p.linktype, p.data, p.orig_len, p.ts_ns, idx);
         if engine.has_output() {
             for tx in engine.drain() {
-                out.transaction(&tx)?;
+                emit(&tx, out, inv)?;
             }
         }
         Ok(())
     })?;
     engine.finish();
     for tx in engine.drain() {
-        out.transaction(&tx)?;
+        emit(&tx, out, inv)?;
     }
     Ok((engine.stats(), err))
 }
@@ -206,6 +236,8 @@ struct Rendered {
     text: Vec<u8>,
     /// (sort key, end offset in `text`) per record.
     marks: Vec<((u64, u64), usize)>,
+    /// What each record tells the inventory (parallel to `marks`; empty when it is off).
+    obs: Vec<Option<Observation>>,
 }
 
 fn shard_of(seg: &TcpSegment<'_>, n: usize) -> usize {
@@ -225,17 +257,27 @@ fn shard_of(seg: &TcpSegment<'_>, n: usize) -> usize {
     ((h ^ (h >> 29)).wrapping_mul(0xbf58_476d_1ce4_e5b9) >> 32) as usize % n
 }
 
-fn render_into(r: &mut Rendered, opts: &RenderOptions, tx: &Transaction, idx: u64) {
+fn render_into(r: &mut Rendered, opts: &RenderOptions, observe: Option<&ObserveConfig>, tx: &Transaction, idx: u64) {
     NdjsonOutput::render(opts, tx, &mut r.text);
     // Records of the final flush (idx u64::MAX) are ordered by connection, as inline.
     let tie = if idx == u64::MAX { tx.conn_id } else { 0 };
     r.marks.push(((idx, tie), r.text.len()));
+    if let Some(cfg) = observe {
+        r.obs.push(Observation::of(tx, cfg));
+    }
 }
 
-fn worker(rx: Receiver<Option<Batch<'_>>>, tx: Sender<Rendered>, cfg: EngineConfig, opts: RenderOptions) -> Stats {
+fn worker(
+    rx: Receiver<Option<Batch<'_>>>,
+    tx: Sender<Rendered>,
+    cfg: EngineConfig,
+    opts: RenderOptions,
+    observe: Option<ObserveConfig>,
+) -> Stats {
     let mut streams = Streams::new(cfg.flow, cfg.http);
+    let observe = observe.as_ref();
     while let Ok(msg) = rx.recv() {
-        let mut r = Rendered { end: 0, text: Vec::new(), marks: Vec::new() };
+        let mut r = Rendered { end: 0, text: Vec::new(), marks: Vec::new(), obs: Vec::new() };
         match msg {
             Some(batch) => {
                 r.end = batch.end;
@@ -261,7 +303,7 @@ fn worker(rx: Receiver<Option<Batch<'_>>>, tx: Sender<Rendered>, cfg: EngineConf
                     streams.segment(&seg, s.ts, s.idx);
                     if streams.has_output() {
                         for t in streams.drain() {
-                            render_into(&mut r, &opts, &t, s.idx);
+                            render_into(&mut r, &opts, observe, &t, s.idx);
                         }
                     }
                 }
@@ -273,7 +315,7 @@ fn worker(rx: Receiver<Option<Batch<'_>>>, tx: Sender<Rendered>, cfg: EngineConf
                 r.end = u64::MAX;
                 streams.finish();
                 for t in streams.drain() {
-                    render_into(&mut r, &opts, &t, u64::MAX);
+                    render_into(&mut r, &opts, observe, &t, u64::MAX);
                 }
                 let _ = tx.send(r);
                 break;
@@ -291,6 +333,7 @@ fn run_sharded(
     opts: &RenderOptions,
     n: usize,
     out: &mut NdjsonOutput,
+    inv: &mut Option<InventoryStage>,
     progress: &mut Progress,
 ) -> Result<(Stats, Option<anyhow::Error>)> {
     let mut decode = Decode::new(cfg.decoder.clone());
@@ -303,8 +346,8 @@ fn run_sharded(
         for _ in 0..n {
             let (stx, srx) = bounded::<Option<Batch<'_>>>(CHANNEL_DEPTH);
             let (rtx, rrx) = bounded::<Rendered>(CHANNEL_DEPTH);
-            let (c, o) = (cfg.clone(), opts.clone());
-            handles.push(scope.spawn(move || worker(srx, rtx, c, o)));
+            let (c, o, ob) = (cfg.clone(), opts.clone(), inv.as_ref().map(|i| i.observe.clone()));
+            handles.push(scope.spawn(move || worker(srx, rtx, c, o, ob)));
             to_workers.push(stx);
             from_workers.push(rrx);
         }
@@ -335,6 +378,9 @@ fn run_sharded(
                     let (i, start) = pos[w];
                     let end = parts[w].marks[i].1;
                     out.raw(&parts[w].text[start..end], 1)?;
+                    if let (Some(stage), Some(Some(o))) = (inv.as_mut(), parts[w].obs.get(i)) {
+                        stage.observe(o, out)?;
+                    }
                     pos[w] = (i + 1, end);
                 }
                 // Every worker is past this epoch: its input can be released.

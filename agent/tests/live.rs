@@ -127,8 +127,9 @@ fn records(path: &Path) -> Vec<(String, String, u16)> {
     let text = std::fs::read_to_string(path).unwrap_or_default();
     let mut v: Vec<_> = text
         .lines()
-        .map(|l| {
-            let t: serde_json::Value = serde_json::from_str(l).unwrap();
+        .map(|l| serde_json::from_str::<serde_json::Value>(l).unwrap())
+        .filter(|t| t["kind"] == "transaction")
+        .map(|t| {
             (
                 t["request"]["method"].as_str().unwrap_or("-").to_string(),
                 t["request"]["uri"].as_str().unwrap_or("-").to_string(),
@@ -138,6 +139,47 @@ fn records(path: &Path) -> Vec<(String, String, u16)> {
         .collect();
     v.sort();
     v
+}
+
+/// The daemon reported the endpoints of `run_and_check`'s requests as `inventory` records and
+/// kept them in its state directory, where `apiwatch inventory export` reads them.
+fn check_inventory(out: &Path, state: &Path) {
+    let text = std::fs::read_to_string(out).unwrap_or_default();
+    let mut reported: Vec<(String, String)> = text
+        .lines()
+        .map(|l| serde_json::from_str::<serde_json::Value>(l).unwrap())
+        .filter(|t| t["kind"] == "inventory")
+        .map(|t| (t["method"].as_str().unwrap_or("").to_string(), t["template"].as_str().unwrap_or("").to_string()))
+        .collect();
+    reported.sort();
+    let expected: Vec<(String, String)> = [
+        ("DELETE", "/users/{id}"),
+        ("GET", "/items"),
+        ("GET", "/large"),
+        ("GET", "/missing"),
+        ("GET", "/users/{id}"),
+        ("HEAD", "/users/{id}"),
+        ("POST", "/users"),
+    ]
+    .iter()
+    .map(|(m, t)| (m.to_string(), t.to_string()))
+    .collect();
+    assert_eq!(reported, expected, "one inventory record per endpoint");
+    let export = Command::new(env!("CARGO_BIN_EXE_apiwatch"))
+        .args(["inventory", "export", "--state"])
+        .arg(state)
+        .output()
+        .unwrap();
+    assert!(export.status.success(), "{}", String::from_utf8_lossy(&export.stderr));
+    let v: serde_json::Value = serde_json::from_slice(&export.stdout).unwrap();
+    let mut stored: Vec<(String, String)> = v["endpoints"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| (e["method"].as_str().unwrap().to_string(), e["template"].as_str().unwrap().to_string()))
+        .collect();
+    stored.sort();
+    assert_eq!(stored, expected, "the state directory holds the inventory");
 }
 
 fn signal(p: &Proc, sig: &str) {
@@ -167,9 +209,10 @@ fn config_for(dir: &Path, l: &Lab, backend: &str, ports: &[u16], out: &Path) -> 
     std::fs::write(
         &p,
         format!(
-            "[capture]\nbackend = \"{backend}\"\ninterfaces = [\"{}\"]\nports = {ports:?}\n[output]\npath = \"{}\"\n[metrics]\nlisten = \"127.0.0.1:19464\"\n",
+            "[capture]\nbackend = \"{backend}\"\ninterfaces = [\"{}\"]\nports = {ports:?}\n[output]\npath = \"{}\"\n[metrics]\nlisten = \"127.0.0.1:19464\"\n[inventory]\nstate_dir = \"{}\"\nsettle_secs = 0\n",
             l.srv_if,
-            out.display()
+            out.display(),
+            dir.join("state").display()
         ),
     )
     .unwrap();
@@ -237,6 +280,7 @@ fn run_and_check(backend: &str) {
     let took = sigterm_and_wait(&mut apiwatch);
     eprintln!("{backend}: stopped {took:?} after SIGTERM");
     assert_eq!(records(&out), did, "the records are exactly the requests the client made");
+    check_inventory(&out, &dir.path().join("state"));
     if backend == "ebpf" {
         // Nothing outlives the process: no program loaded, no tc filter or qdisc left.
         match loaded_capture_programs() {

@@ -7,7 +7,7 @@
 //! - The damaged variants must give what the intact capture gives, or degrade as stated.
 
 use apiwatch::engine::EngineConfig;
-use apiwatch::replay::{replay as run_replay, ReplayOptions};
+use apiwatch::replay::{replay as run_replay, InventoryOptions, ReplayOptions};
 use apiwatch_model::{Flags, RenderOptions, Transaction};
 use apiwatch_tests::{replay, root, skip_or_fail};
 use std::path::{Path, PathBuf};
@@ -40,6 +40,8 @@ fn cli_output(files: &[PathBuf], workers: usize) -> (String, Option<String>) {
         render: RenderOptions::default(),
         workers,
         progress: false,
+        // As the command line does by default: inventory records follow the transactions.
+        inventory: Some(InventoryOptions { cfg: Default::default(), observe: Default::default(), state: None }),
     };
     let report = run_replay(&opts).expect("replay runs");
     (std::fs::read_to_string(out).expect("output"), report.error.map(|e| format!("{e:#}")))
@@ -273,8 +275,10 @@ fn truncated_file_reports_the_offset_and_keeps_what_came_before() {
     let len = std::fs::metadata(&cap).unwrap().len();
     assert!(offset < len && offset > len / 2, "offset {offset} of {len}");
     let want = render_all(&original());
-    let got: Vec<&str> = out.lines().collect();
+    let got: Vec<&str> = out.lines().filter(|l| l.starts_with("{\"kind\":\"transaction\"")).collect();
     assert_eq!(got.len(), want.len(), "all requests before the cut are reported");
+    let inventory = out.lines().filter(|l| l.starts_with("{\"kind\":\"inventory\"")).count();
+    assert!(inventory >= 10, "the inventory of what was read is reported too ({inventory} records)");
     // Everything complete before the cut is exactly as in the intact capture.
     for (g, w) in got.iter().zip(&want).take(want.len() - 1) {
         assert_eq!(g, w);

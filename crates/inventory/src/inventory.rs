@@ -1,0 +1,528 @@
+//! The inventory: hosts, their templater tries and endpoints, caps and counters, events,
+//! and the comparison with declared specs.
+
+use crate::endpoint::Endpoint;
+use crate::observe::Observation;
+use crate::spec::{decl_segments, match_score, DeclSeg, DeclaredApi, DeclaredOp};
+use crate::template::{Learning, Trie};
+use serde::{Deserialize, Serialize};
+use std::collections::{BTreeMap, BTreeSet};
+
+#[derive(Debug, Clone)]
+pub struct InventoryConfig {
+    pub max_hosts: usize,
+    pub max_endpoints: usize,
+    pub max_endpoints_per_host: usize,
+    pub max_nodes_per_host: usize,
+    /// A new endpoint is reported once it has existed this long (packet time) without being
+    /// merged into a template, or at the end of the input.
+    pub settle_ns: i64,
+    /// A declared operation without traffic for this long is inactive.
+    pub inactive_ns: i64,
+    /// Templates fixed by the user: (host or None for every host, template).
+    pub pins: Vec<(Option<String>, String)>,
+    pub specs: Vec<DeclaredApi>,
+    /// Declared paths shape the templates of the hosts they apply to.
+    pub templates_from_specs: bool,
+}
+
+impl Default for InventoryConfig {
+    fn default() -> Self {
+        InventoryConfig {
+            max_hosts: 10_000,
+            max_endpoints: 200_000,
+            max_endpoints_per_host: 20_000,
+            max_nodes_per_host: 50_000,
+            settle_ns: 60_000_000_000,
+            inactive_ns: 30 * 86_400 * 1_000_000_000,
+            pins: Vec::new(),
+            specs: Vec::new(),
+            templates_from_specs: true,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
+pub struct Counters {
+    pub observations: u64,
+    pub hosts_dropped_cap: u64,
+    pub endpoints_dropped_cap: u64,
+    pub nodes_capped: u64,
+    pub segments_truncated: u64,
+    pub endpoints_merged: u64,
+}
+
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+pub struct Host {
+    pub trie: Trie,
+    pub slots: Vec<Option<Endpoint>>,
+    free: Vec<u32>,
+    pub endpoints: usize,
+    pub first_seen: i64,
+    pub last_seen: i64,
+    #[serde(skip)]
+    pub dirty: bool,
+}
+
+impl Host {
+    fn alloc(&mut self, e: Endpoint) -> u32 {
+        self.endpoints += 1;
+        match self.free.pop() {
+            Some(i) => {
+                self.slots[i as usize] = Some(e);
+                i
+            }
+            None => {
+                self.slots.push(Some(e));
+                (self.slots.len() - 1) as u32
+            }
+        }
+    }
+
+    fn apply(&mut self, l: &Learning) -> u64 {
+        let mut n = 0;
+        for &(from, into) in &l.merged {
+            if let Some(e) = self.slots.get_mut(from as usize).and_then(Option::take) {
+                self.free.push(from);
+                self.endpoints -= 1;
+                if let Some(Some(dst)) = self.slots.get_mut(into as usize) {
+                    dst.merge(&e);
+                }
+                n += 1;
+            }
+        }
+        n
+    }
+
+    pub fn endpoint(&self, slot: u32) -> Option<&Endpoint> {
+        self.slots.get(slot as usize).and_then(Option::as_ref)
+    }
+}
+
+/// Where an observed endpoint stands against the declared inventory.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Standing {
+    /// No spec was loaded: nothing to compare with.
+    Unknown,
+    Documented,
+    /// Not in any spec.
+    Shadow,
+    /// Deprecated in its spec, or an older version of a path whose newer version is declared.
+    Zombie,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct Posture {
+    pub standing: Standing,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub spec: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub declared_path: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub reason: Option<String>,
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub undocumented_query: Vec<String>,
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub undocumented_status: Vec<String>,
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub undocumented_types: Vec<String>,
+}
+
+/// An `inventory` record for the output stream.
+#[derive(Debug, Clone, Serialize)]
+pub struct InventoryEvent {
+    pub event: &'static str,
+    /// Packet time the event was decided at.
+    pub ts: i64,
+    pub host: String,
+    pub method: String,
+    pub template: String,
+    pub confidence: f64,
+    pub first_seen: i64,
+    pub calls: u64,
+    pub auth: Vec<String>,
+    pub external: bool,
+    pub posture: Posture,
+}
+
+/// One endpoint as reports show it.
+pub struct EndpointView<'a> {
+    pub host: &'a str,
+    pub method: &'a str,
+    pub template: String,
+    pub node: u32,
+    pub confidence: f64,
+    pub endpoint: &'a Endpoint,
+}
+
+pub struct Inventory {
+    pub cfg: InventoryConfig,
+    pub hosts: BTreeMap<Box<str>, Host>,
+    pub endpoints: usize,
+    pub counters: Counters,
+    /// Latest packet time seen: the inventory's clock.
+    pub clock: i64,
+    next_scan: i64,
+    learning: Learning,
+    decl: Vec<Vec<(DeclaredOp, Vec<DeclSeg>)>>,
+}
+
+fn host_matches(hosts: &[String], host: &str) -> bool {
+    hosts.is_empty() || hosts.iter().any(|h| h == host || host.split(':').next() == Some(h.as_str()))
+}
+
+impl Inventory {
+    pub fn new(cfg: InventoryConfig) -> Inventory {
+        let decl =
+            cfg.specs.iter().map(|a| a.ops.iter().map(|o| (o.clone(), decl_segments(&o.path))).collect()).collect();
+        Inventory {
+            cfg,
+            hosts: BTreeMap::new(),
+            endpoints: 0,
+            counters: Counters::default(),
+            clock: i64::MIN,
+            next_scan: i64::MIN,
+            learning: Learning::default(),
+            decl,
+        }
+    }
+
+    /// Restore hosts saved by an earlier run.
+    pub fn restore(&mut self, name: &str, host: Host) {
+        self.endpoints += host.endpoints;
+        self.clock = self.clock.max(host.last_seen);
+        self.hosts.insert(name.into(), host);
+    }
+
+    fn new_host(&self, name: &str) -> Host {
+        let mut h = Host::default();
+        for (only, t) in &self.cfg.pins {
+            if only.as_deref().is_none_or(|o| o == name) {
+                h.trie.pin(t);
+            }
+        }
+        if self.cfg.templates_from_specs {
+            for api in &self.cfg.specs {
+                if host_matches(&api.hosts, name) {
+                    for op in &api.ops {
+                        h.trie.pin(&op.path);
+                    }
+                }
+            }
+        }
+        h
+    }
+
+    /// Add one observation; events that became due are appended to `events`.
+    pub fn observe(&mut self, o: &Observation, events: &mut Vec<InventoryEvent>) {
+        self.counters.observations += 1;
+        self.clock = self.clock.max(o.ts);
+        if !self.hosts.contains_key(o.host.as_ref()) {
+            if self.hosts.len() >= self.cfg.max_hosts {
+                self.counters.hosts_dropped_cap += 1;
+                return;
+            }
+            let h = self.new_host(&o.host);
+            self.hosts.insert(o.host.clone(), h);
+        }
+        let (max_nodes, per_host, max_all) =
+            (self.cfg.max_nodes_per_host, self.cfg.max_endpoints_per_host, self.cfg.max_endpoints);
+        let Some(host) = self.hosts.get_mut(o.host.as_ref()) else { return };
+        if host.endpoints == 0 && host.first_seen == 0 {
+            host.first_seen = o.ts;
+        }
+        host.last_seen = host.last_seen.max(o.ts);
+        host.dirty = true;
+        self.learning.merged.clear();
+        let at = host.trie.learn(&o.path, max_nodes, &mut self.learning);
+        self.counters.nodes_capped += std::mem::take(&mut self.learning.capped);
+        self.counters.segments_truncated += std::mem::take(&mut self.learning.truncated);
+        let merged = host.apply(&self.learning);
+        self.endpoints -= merged as usize;
+        self.counters.endpoints_merged += merged;
+        match host.trie.endpoint(at, &o.method) {
+            Some(slot) => {
+                if let Some(Some(e)) = host.slots.get_mut(slot as usize) {
+                    e.observe(o);
+                }
+            }
+            None if host.endpoints >= per_host || self.endpoints >= max_all => self.counters.endpoints_dropped_cap += 1,
+            None => {
+                let mut e = Endpoint::default();
+                e.observe(o);
+                let slot = host.alloc(e);
+                host.trie.add_endpoint(at, &o.method, slot);
+                self.endpoints += 1;
+            }
+        }
+        if self.clock >= self.next_scan {
+            self.scan(false, events);
+        }
+    }
+
+    /// Packet time advanced without traffic (live capture ticks).
+    pub fn tick(&mut self, now: i64, events: &mut Vec<InventoryEvent>) {
+        self.clock = self.clock.max(now);
+        if self.clock >= self.next_scan {
+            self.scan(false, events);
+        }
+    }
+
+    /// End of input: report every endpoint not yet reported.
+    pub fn finish(&mut self, events: &mut Vec<InventoryEvent>) {
+        self.scan(true, events);
+    }
+
+    /// Report endpoints that have settled (or all of them at the end).
+    fn scan(&mut self, all: bool, events: &mut Vec<InventoryEvent>) {
+        self.next_scan = self.clock.saturating_add(self.cfg.settle_ns / 4);
+        let due = self.clock.saturating_sub(self.cfg.settle_ns);
+        let mut found: Vec<(Box<str>, u32, Box<str>, u32)> = Vec::new();
+        for (name, h) in &self.hosts {
+            for (_, node) in h.trie.endpoint_nodes() {
+                for (m, slot) in &h.trie.nodes[node as usize].endpoints {
+                    if let Some(e) = h.endpoint(*slot) {
+                        if !e.reported && (all || e.first_seen <= due) {
+                            found.push((name.clone(), node, m.clone(), *slot));
+                        }
+                    }
+                }
+            }
+        }
+        for (name, node, method, slot) in found {
+            let Some(h) = self.hosts.get(name.as_ref()) else { continue };
+            let Some(e) = h.endpoint(slot) else { continue };
+            let template = h.trie.template(node);
+            let posture = self.posture(&name, &method, &template, e);
+            let event = match posture.standing {
+                Standing::Shadow => "shadow_endpoint",
+                Standing::Zombie => "zombie_endpoint",
+                _ => "new_endpoint",
+            };
+            events.push(InventoryEvent {
+                event,
+                ts: self.clock,
+                host: name.to_string(),
+                method: method.to_string(),
+                confidence: round2(h.trie.confidence(node)),
+                template,
+                first_seen: e.first_seen,
+                calls: e.count,
+                auth: e.auth.by.keys().cloned().collect(),
+                external: e.external_calls > 0,
+                posture,
+            });
+            if let Some(Some(e)) = self.hosts.get_mut(name.as_ref()).and_then(|h| h.slots.get_mut(slot as usize)) {
+                e.reported = true;
+            }
+            if let Some(h) = self.hosts.get_mut(name.as_ref()) {
+                h.dirty = true;
+            }
+        }
+    }
+
+    /// Compare one endpoint with the declared inventory.
+    pub fn posture(&self, host: &str, method: &str, template: &str, e: &Endpoint) -> Posture {
+        let mut p = Posture {
+            standing: Standing::Unknown,
+            spec: None,
+            declared_path: None,
+            reason: None,
+            undocumented_query: Vec::new(),
+            undocumented_status: Vec::new(),
+            undocumented_types: Vec::new(),
+        };
+        if self.cfg.specs.is_empty() {
+            return p;
+        }
+        let segs: Vec<&str> = crate::template::segments(template).collect();
+        let mut best: Option<(usize, usize, &DeclaredOp)> = None;
+        for (ai, api) in self.cfg.specs.iter().enumerate() {
+            if !host_matches(&api.hosts, host) {
+                continue;
+            }
+            for (op, ds) in &self.decl[ai] {
+                if op.method != method {
+                    continue;
+                }
+                if let Some(score) = match_score(&segs, ds) {
+                    if best.is_none_or(|b| score > b.0) {
+                        best = Some((score, ai, op));
+                    }
+                }
+            }
+        }
+        let Some((_, ai, op)) = best else {
+            p.standing = Standing::Shadow;
+            if let Some((reason, spec)) = self.newer_version(host, method, &segs, e) {
+                p.standing = Standing::Zombie;
+                p.reason = Some(reason);
+                p.spec = Some(spec);
+            } else {
+                p.reason = Some("no declared operation matches".into());
+            }
+            return p;
+        };
+        p.spec = Some(self.cfg.specs[ai].name.clone());
+        p.declared_path = Some(op.path.clone());
+        p.standing = if op.deprecated { Standing::Zombie } else { Standing::Documented };
+        if op.deprecated {
+            p.reason = Some("deprecated in the spec and still called".into());
+        }
+        p.undocumented_query = e.query.keys().filter(|k| !op.query.contains(k.as_str())).cloned().collect();
+        let declared_codes = &op.responses;
+        if !declared_codes.contains("default") {
+            p.undocumented_status = e
+                .status
+                .by
+                .keys()
+                .filter(|c| {
+                    c.as_str() != "none"
+                        && !declared_codes.contains(c.as_str())
+                        && !declared_codes.contains(&format!("{}XX", &c[..1]))
+                        && !declared_codes.contains(&format!("{}xx", &c[..1]))
+                })
+                .cloned()
+                .collect();
+        }
+        let mut types = BTreeSet::new();
+        if !op.request_types.is_empty() {
+            types.extend(e.req_types.by.keys().filter(|t| !op.request_types.contains(t.as_str())).cloned());
+        }
+        if !op.response_types.is_empty() {
+            types.extend(
+                e.resp_types
+                    .by
+                    .keys()
+                    .filter(|t| !op.response_types.contains(t.as_str()) && !op.response_types.contains("*/*"))
+                    .cloned(),
+            );
+        }
+        p.undocumented_types = types.into_iter().collect();
+        p
+    }
+
+    /// For an undeclared path with a `vN` segment that still answers: a declared path equal
+    /// but for a higher version.
+    fn newer_version(&self, host: &str, method: &str, segs: &[&str], e: &Endpoint) -> Option<(String, String)> {
+        let answered = e.status.by.keys().any(|c| c.starts_with('2') || c.starts_with('3'));
+        if !answered {
+            return None;
+        }
+        let (i, v) = segs.iter().enumerate().find_map(|(i, s)| version(s).map(|v| (i, v)))?;
+        for (ai, api) in self.cfg.specs.iter().enumerate() {
+            if !host_matches(&api.hosts, host) {
+                continue;
+            }
+            for (op, ds) in &self.decl[ai] {
+                if op.method != method || ds.len() != segs.len() {
+                    continue;
+                }
+                let DeclSeg::Lit(dv) = &ds[i] else { continue };
+                let Some(newer) = version(dv).filter(|n| *n > v) else { continue };
+                let mut probe: Vec<&str> = segs.to_vec();
+                probe[i] = dv;
+                if match_score(&probe, ds).is_some() {
+                    let reason = format!("{} still answers; {} is declared ({})", segs[i], dv, op.path);
+                    let _ = newer;
+                    return Some((reason, api.name.clone()));
+                }
+            }
+        }
+        None
+    }
+
+    /// Every endpoint, in a stable order (host, template, method).
+    pub fn views(&self) -> Vec<EndpointView<'_>> {
+        let mut out = Vec::new();
+        for (name, h) in &self.hosts {
+            for (template, node) in h.trie.endpoint_nodes() {
+                let mut eps: Vec<&(Box<str>, u32)> = h.trie.nodes[node as usize].endpoints.iter().collect();
+                eps.sort();
+                for (m, slot) in eps {
+                    if let Some(e) = h.endpoint(*slot) {
+                        out.push(EndpointView {
+                            host: name,
+                            method: m,
+                            template: template.clone(),
+                            node,
+                            confidence: round2(h.trie.confidence(node)),
+                            endpoint: e,
+                        });
+                    }
+                }
+            }
+        }
+        out
+    }
+
+    /// Declared operations with their activity: `active`, `inactive` (no call for the
+    /// configured period before the inventory's clock) or `never_seen`.
+    pub fn declared_activity(&self) -> Vec<DeclaredActivity> {
+        let views = self.views();
+        let mut out = Vec::new();
+        for (ai, api) in self.cfg.specs.iter().enumerate() {
+            for (op, ds) in &self.decl[ai] {
+                let mut last: Option<i64> = None;
+                let mut calls = 0;
+                for v in &views {
+                    if v.method != op.method || !host_matches(&api.hosts, v.host) {
+                        continue;
+                    }
+                    let segs: Vec<&str> = crate::template::segments(&v.template).collect();
+                    if match_score(&segs, ds).is_some() {
+                        last = Some(last.map_or(v.endpoint.last_seen, |l: i64| l.max(v.endpoint.last_seen)));
+                        calls += v.endpoint.count;
+                    }
+                }
+                let activity = match last {
+                    None => "never_seen",
+                    Some(t) if t < self.clock.saturating_sub(self.cfg.inactive_ns) => "inactive",
+                    Some(_) => "active",
+                };
+                out.push(DeclaredActivity {
+                    spec: api.name.clone(),
+                    method: op.method.clone(),
+                    path: op.path.clone(),
+                    deprecated: op.deprecated,
+                    activity,
+                    last_seen: last,
+                    calls,
+                });
+            }
+        }
+        out
+    }
+
+    /// Hosts changed since the last call (for incremental saving).
+    pub fn take_dirty(&mut self) -> Vec<(&str, &Host)> {
+        let mut names: BTreeSet<Box<str>> = BTreeSet::new();
+        for (name, h) in self.hosts.iter_mut() {
+            if std::mem::take(&mut h.dirty) {
+                names.insert(name.clone());
+            }
+        }
+        self.hosts.iter().filter(|(n, _)| names.contains(*n)).map(|(n, h)| (n.as_ref(), h)).collect()
+    }
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct DeclaredActivity {
+    pub spec: String,
+    pub method: String,
+    pub path: String,
+    pub deprecated: bool,
+    pub activity: &'static str,
+    pub last_seen: Option<i64>,
+    pub calls: u64,
+}
+
+fn version(s: &str) -> Option<u32> {
+    let d = s.strip_prefix('v').or_else(|| s.strip_prefix('V'))?;
+    d.parse().ok()
+}
+
+fn round2(x: f64) -> f64 {
+    (x * 100.0).round() / 100.0
+}

@@ -1,0 +1,426 @@
+//! What one transaction tells the inventory, extracted where the transaction is (in the
+//! worker that parsed it), so the single inventory owner only aggregates.
+
+use crate::schema::Schema;
+use crate::segment::{classify, Kind};
+use apiwatch_model::Transaction;
+use std::net::IpAddr;
+
+/// An address block, `10.0.0.0/8` or `fd00::/8`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Cidr {
+    pub addr: IpAddr,
+    pub prefix: u8,
+}
+
+impl std::str::FromStr for Cidr {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Cidr, String> {
+        let (a, p) = match s.split_once('/') {
+            Some((a, p)) => (a, Some(p)),
+            None => (s, None),
+        };
+        let addr: IpAddr = a.trim().parse().map_err(|_| format!("`{s}` is not an address or CIDR block"))?;
+        let max = if addr.is_ipv4() { 32 } else { 128 };
+        let prefix = match p {
+            Some(p) => {
+                p.trim().parse::<u8>().ok().filter(|p| *p <= max).ok_or(format!("bad prefix length in `{s}`"))?
+            }
+            None => max,
+        };
+        Ok(Cidr { addr, prefix })
+    }
+}
+
+impl Cidr {
+    pub fn contains(&self, ip: IpAddr) -> bool {
+        let ip = match ip {
+            IpAddr::V6(v6) => v6.to_ipv4_mapped().map(IpAddr::V4).unwrap_or(ip),
+            v4 => v4,
+        };
+        match (self.addr, ip) {
+            (IpAddr::V4(n), IpAddr::V4(a)) => {
+                let m = if self.prefix == 0 { 0 } else { u32::MAX << (32 - self.prefix) };
+                u32::from(n) & m == u32::from(a) & m
+            }
+            (IpAddr::V6(n), IpAddr::V6(a)) => {
+                let m = if self.prefix == 0 { 0 } else { u128::MAX << (128 - self.prefix) };
+                u128::from(n) & m == u128::from(a) & m
+            }
+            _ => false,
+        }
+    }
+}
+
+/// RFC 1918, loopback, link-local, CGNAT-free defaults; ULA, loopback and link-local for v6.
+pub const DEFAULT_INTERNAL: &[&str] = &[
+    "10.0.0.0/8",
+    "172.16.0.0/12",
+    "192.168.0.0/16",
+    "127.0.0.0/8",
+    "169.254.0.0/16",
+    "fc00::/7",
+    "::1/128",
+    "fe80::/10",
+];
+
+#[derive(Debug, Clone)]
+pub struct ObserveConfig {
+    pub internal: Vec<Cidr>,
+    /// Peers whose X-Forwarded-For / Forwarded headers are believed.
+    pub trusted_proxies: Vec<Cidr>,
+    /// Infer JSON body schemas (the costliest part of an observation).
+    pub schemas: bool,
+}
+
+impl Default for ObserveConfig {
+    fn default() -> Self {
+        ObserveConfig {
+            internal: DEFAULT_INTERNAL.iter().map(|c| c.parse().expect("valid default")).collect(),
+            trusted_proxies: Vec::new(),
+            schemas: true,
+        }
+    }
+}
+
+/// Credentials seen on a request. Names only, never values.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
+pub enum Auth {
+    None,
+    Basic,
+    Bearer,
+    /// A JWT bearer token, with the `alg` of its header.
+    Jwt(Box<str>),
+    /// Another Authorization scheme (Digest, Negotiate, AWS4-HMAC-SHA256...).
+    Scheme(Box<str>),
+    ApiKeyHeader(Box<str>),
+    ApiKeyQuery(Box<str>),
+    ApiKeyCookie(Box<str>),
+    SessionCookie(Box<str>),
+}
+
+impl Auth {
+    /// Stable label: `none`, `basic`, `bearer`, `jwt:HS256`, `apikey:header:x-api-key`...
+    pub fn label(&self) -> String {
+        match self {
+            Auth::None => "none".into(),
+            Auth::Basic => "basic".into(),
+            Auth::Bearer => "bearer".into(),
+            Auth::Jwt(alg) => format!("jwt:{alg}"),
+            Auth::Scheme(s) => format!("scheme:{s}"),
+            Auth::ApiKeyHeader(n) => format!("apikey:header:{n}"),
+            Auth::ApiKeyQuery(n) => format!("apikey:query:{n}"),
+            Auth::ApiKeyCookie(n) => format!("apikey:cookie:{n}"),
+            Auth::SessionCookie(n) => format!("session:cookie:{n}"),
+        }
+    }
+}
+
+#[derive(Debug, Clone)]
+pub struct Observation {
+    /// Packet time of the request (or of the response when the request was not seen).
+    pub ts: i64,
+    pub host: Box<str>,
+    pub method: Box<str>,
+    /// The path, without query or fragment.
+    pub path: Box<str>,
+    /// 0 when no response was seen.
+    pub status: u16,
+    pub latency_us: Option<u64>,
+    pub req_type: Option<Box<str>>,
+    pub resp_type: Option<Box<str>>,
+    pub query: Vec<(Box<str>, Kind)>,
+    pub auth: Auth,
+    pub external: bool,
+    pub client: IpAddr,
+    pub req_schema: Option<Schema>,
+    pub resp_schema: Option<Schema>,
+}
+
+fn text(b: &[u8]) -> &str {
+    std::str::from_utf8(b).unwrap_or("")
+}
+
+/// `application/json; charset=utf-8` → `application/json`.
+fn media_type(v: &[u8]) -> Option<Box<str>> {
+    let t = text(v).split(';').next()?.trim();
+    if t.is_empty() || t.len() > 100 || !t.contains('/') {
+        return None;
+    }
+    Some(t.to_ascii_lowercase().into())
+}
+
+fn is_json(t: Option<&str>) -> bool {
+    t.is_some_and(|t| t == "application/json" || t.ends_with("+json") || t == "text/json")
+}
+
+const KEY_HEADERS: &[&str] = &[
+    "x-api-key",
+    "api-key",
+    "apikey",
+    "x-apikey",
+    "x-api-token",
+    "x-auth-token",
+    "x-access-token",
+    "x-token",
+    "x-key",
+    "x-goog-api-key",
+    "ocp-apim-subscription-key",
+    "x-functions-key",
+    "private-token",
+];
+const KEY_PARAMS: &[&str] = &[
+    "api_key",
+    "apikey",
+    "api-key",
+    "key",
+    "access_token",
+    "token",
+    "auth",
+    "auth_token",
+    "apitoken",
+    "subscription-key",
+];
+const SESSION_COOKIES: &[&str] = &[
+    "session",
+    "sessionid",
+    "session_id",
+    "sid",
+    "jsessionid",
+    "phpsessid",
+    "asp.net_sessionid",
+    "connect.sid",
+    "laravel_session",
+    "_session_id",
+    "auth_token",
+];
+
+fn b64url_decode(s: &str) -> Option<Vec<u8>> {
+    let mut out = Vec::with_capacity(s.len() * 3 / 4);
+    let (mut acc, mut bits) = (0u32, 0u32);
+    for c in s.bytes() {
+        let v = match c {
+            b'A'..=b'Z' => c - b'A',
+            b'a'..=b'z' => c - b'a' + 26,
+            b'0'..=b'9' => c - b'0' + 52,
+            b'-' | b'+' => 62,
+            b'_' | b'/' => 63,
+            b'=' => break,
+            _ => return None,
+        } as u32;
+        acc = (acc << 6) | v;
+        bits += 6;
+        if bits >= 8 {
+            bits -= 8;
+            out.push((acc >> bits) as u8);
+        }
+    }
+    Some(out)
+}
+
+/// The `alg` of a JWT's header, if `token` is a JWT.
+pub fn jwt_alg(token: &str) -> Option<Box<str>> {
+    let mut parts = token.split('.');
+    let (h, p, _s) = (parts.next()?, parts.next()?, parts.next()?);
+    if parts.next().is_some() || h.len() > 2048 || p.is_empty() {
+        return None;
+    }
+    let header: serde_json::Value = serde_json::from_slice(&b64url_decode(h)?).ok()?;
+    let alg = header.get("alg")?.as_str()?;
+    let alg: String = alg.chars().filter(|c| c.is_ascii_alphanumeric()).take(16).collect();
+    Some(alg.into())
+}
+
+fn classify_auth(tx: &Transaction, query: &[(Box<str>, Kind)]) -> Auth {
+    let Some(req) = tx.request.as_deref() else { return Auth::None };
+    let head = &req.msg.head;
+    if let Some(v) = head.header("authorization") {
+        let v = text(v).trim();
+        let (scheme, cred) = v.split_once(' ').unwrap_or((v, ""));
+        return if scheme.eq_ignore_ascii_case("basic") {
+            Auth::Basic
+        } else if scheme.eq_ignore_ascii_case("bearer") {
+            jwt_alg(cred.trim()).map(Auth::Jwt).unwrap_or(Auth::Bearer)
+        } else {
+            let s: String = scheme.chars().filter(|c| c.is_ascii_graphic()).take(32).collect();
+            Auth::Scheme(s.to_ascii_lowercase().into())
+        };
+    }
+    for (n, _) in head.iter() {
+        let n = text(n);
+        if KEY_HEADERS.iter().any(|k| n.eq_ignore_ascii_case(k)) {
+            return Auth::ApiKeyHeader(n.to_ascii_lowercase().into());
+        }
+    }
+    for (n, _) in query {
+        if KEY_PARAMS.iter().any(|k| n.eq_ignore_ascii_case(k)) {
+            return Auth::ApiKeyQuery(n.clone());
+        }
+    }
+    if let Some(c) = head.header("cookie") {
+        let mut session = None;
+        for pair in text(c).split(';') {
+            let name = pair.split('=').next().unwrap_or("").trim().to_ascii_lowercase();
+            if KEY_PARAMS.contains(&name.as_str()) && name != "auth_token" {
+                return Auth::ApiKeyCookie(name.into());
+            }
+            if session.is_none()
+                && (SESSION_COOKIES.contains(&name.as_str()) || name.ends_with("_session") || name.ends_with("sessid"))
+            {
+                session = Some(name);
+            }
+        }
+        if let Some(s) = session {
+            return Auth::SessionCookie(s.into());
+        }
+    }
+    Auth::None
+}
+
+fn percent_decoded_at(s: &str) -> std::borrow::Cow<'_, str> {
+    if s.contains('%') || s.contains('+') {
+        s.replace("%40", "@").replace("%3A", ":").replace("%3a", ":").replace('+', " ").into()
+    } else {
+        s.into()
+    }
+}
+
+/// The client a request came from: the peer, or, when the peer is a trusted proxy, the
+/// nearest untrusted address in X-Forwarded-For (right to left) or Forwarded `for=`.
+fn real_client(tx: &Transaction, cfg: &ObserveConfig) -> IpAddr {
+    let peer = tx.client.0;
+    if !cfg.trusted_proxies.iter().any(|c| c.contains(peer)) {
+        return peer;
+    }
+    let Some(req) = tx.request.as_deref() else { return peer };
+    let head = &req.msg.head;
+    let mut hops: Vec<IpAddr> = Vec::new();
+    if let Some(f) = head.header("forwarded") {
+        for elem in text(f).split(',') {
+            for kv in elem.split(';') {
+                if let Some((k, v)) = kv.trim().split_once('=') {
+                    if k.eq_ignore_ascii_case("for") {
+                        let v = v.trim_matches('"');
+                        let v = v.strip_prefix('[').and_then(|x| x.split(']').next()).unwrap_or(v);
+                        let v = if v.matches(':').count() == 1 { v.split(':').next().unwrap_or(v) } else { v };
+                        if let Ok(ip) = v.parse() {
+                            hops.push(ip);
+                        }
+                    }
+                }
+            }
+        }
+    } else if let Some(x) = head.header("x-forwarded-for") {
+        hops.extend(text(x).split(',').filter_map(|h| h.trim().parse::<IpAddr>().ok()));
+    }
+    hops.iter().rev().copied().find(|ip| !cfg.trusted_proxies.iter().any(|c| c.contains(*ip))).unwrap_or(peer)
+}
+
+impl Observation {
+    /// What `tx` tells the inventory; `None` for a transaction with no request (nothing to
+    /// key an endpoint on).
+    pub fn of(tx: &Transaction, cfg: &ObserveConfig) -> Option<Observation> {
+        let req = tx.request.as_deref()?;
+        let method = text(req.method());
+        if method.is_empty() || method.len() > 32 || !method.bytes().all(|c| c.is_ascii_uppercase() || c == b'-') {
+            return None;
+        }
+        let uri = text(req.uri());
+        let mut path = uri;
+        if let Some(rest) = path.strip_prefix("http://").or_else(|| path.strip_prefix("https://")) {
+            path = rest.find('/').map_or("/", |i| &rest[i..]);
+        }
+        let (path, query_str) = match path.split_once('?') {
+            Some((p, q)) => (p, q),
+            None => (path, ""),
+        };
+        let path = path.split('#').next().unwrap_or("");
+        let mut query: Vec<(Box<str>, Kind)> = Vec::new();
+        for pair in query_str.split('#').next().unwrap_or("").split('&').filter(|p| !p.is_empty()).take(64) {
+            let (k, v) = pair.split_once('=').unwrap_or((pair, ""));
+            if k.is_empty() || k.len() > 64 {
+                continue;
+            }
+            let k = percent_decoded_at(k);
+            let kind = classify(&percent_decoded_at(v));
+            query.push((k.as_ref().into(), kind));
+        }
+        let host = normalize_host(req.host(), tx);
+        let resp = tx.response.as_deref();
+        let req_type = req.msg.content_type().and_then(media_type);
+        let resp_type = resp.and_then(|r| r.msg.content_type()).and_then(media_type);
+        let schema_of = |m: &apiwatch_model::Message, t: Option<&str>| {
+            if cfg.schemas && is_json(t) && !m.body.sample.is_empty() && !m.body.sample_truncated {
+                Schema::infer(&m.body.sample)
+            } else {
+                None
+            }
+        };
+        let client = real_client(tx, cfg);
+        Some(Observation {
+            ts: req.msg.ts_first,
+            auth: classify_auth(tx, &query),
+            host,
+            method: method.into(),
+            path: path.into(),
+            status: resp.map_or(0, |r| r.status),
+            latency_us: resp.map(|r| ((r.msg.ts_first - req.msg.ts_first).max(0) / 1000) as u64),
+            req_schema: schema_of(&req.msg, req_type.as_deref()),
+            resp_schema: resp.and_then(|r| schema_of(&r.msg, resp_type.as_deref())),
+            req_type,
+            resp_type,
+            query,
+            external: !cfg.internal.iter().any(|c| c.contains(client)),
+            client,
+        })
+    }
+}
+
+/// Lower-case host without the default port; the server address when there is no Host.
+fn normalize_host(h: Option<&[u8]>, tx: &Transaction) -> Box<str> {
+    let server = || {
+        let (ip, port) = tx.server;
+        match (ip, port) {
+            (IpAddr::V6(v6), 80) => format!("[{v6}]"),
+            (IpAddr::V6(v6), p) => format!("[{v6}]:{p}"),
+            (ip, 80) => ip.to_string(),
+            (ip, p) => format!("{ip}:{p}"),
+        }
+    };
+    let Some(h) = h else { return server().into() };
+    let h = text(h).trim();
+    if h.is_empty()
+        || h.len() > 255
+        || !h.bytes().all(|c| c.is_ascii_alphanumeric() || matches!(c, b'.' | b'-' | b':' | b'[' | b']' | b'_'))
+    {
+        return server().into();
+    }
+    let h = h.strip_suffix(":80").unwrap_or(h);
+    h.to_ascii_lowercase().into()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn cidrs() {
+        let c: Cidr = "10.0.0.0/8".parse().unwrap();
+        assert!(c.contains("10.2.3.4".parse().unwrap()));
+        assert!(c.contains("::ffff:10.2.3.4".parse().unwrap()));
+        assert!(!c.contains("11.0.0.1".parse().unwrap()));
+        let u: Cidr = "fc00::/7".parse().unwrap();
+        assert!(u.contains("fd12::1".parse().unwrap()));
+        assert!("10.0.0.0/33".parse::<Cidr>().is_err());
+        assert!("nonsense".parse::<Cidr>().is_err());
+    }
+
+    #[test]
+    fn jwt() {
+        // {"alg":"HS256","typ":"JWT"} . {"sub":"1"} . sig
+        let t = "eyJhbGciOiJIUzI1NiIsInR5cCI6IkpXVCJ9.eyJzdWIiOiIxIn0.c2ln";
+        assert_eq!(jwt_alg(t).as_deref(), Some("HS256"));
+        assert_eq!(jwt_alg("abc.def"), None);
+        assert_eq!(jwt_alg("opaque-token"), None);
+    }
+}
