@@ -59,11 +59,11 @@ fn table(inv: &Inventory, host: Option<&str>) -> String {
     .map(String::from)];
     for v in inv.views().into_iter().filter(|v| host.is_none_or(|h| h == v.host)) {
         let e = v.endpoint;
-        let mut status: Vec<(&String, &u64)> = e.status.by.iter().collect();
+        let mut status: Vec<(&str, &u64)> = e.status.by.iter().collect();
         status.sort_by(|a, b| b.1.cmp(a.1).then(a.0.cmp(b.0)));
         let status = status.iter().take(3).map(|(c, n)| format!("{c}:{n}")).collect::<Vec<_>>().join(" ");
         let p50 = e.latency.quantile(0.5).map_or("-".into(), |us| format!("{:.1}", us as f64 / 1000.0));
-        let auth = e.auth.by.keys().cloned().collect::<Vec<_>>().join(",");
+        let auth = e.auth.by.keys().collect::<Vec<_>>().join(",");
         let noauth = e.unauthenticated_success_share().map_or("-".into(), |s| format!("{:.0}%", s * 100.0));
         let ext = match e.last_external {
             Some(t) => format_rfc3339_micros(t)[..10].to_string(),

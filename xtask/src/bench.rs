@@ -30,6 +30,18 @@ pub fn run(root: &Path, args: &[String]) -> Result<()> {
     if args.first().map(String::as_str) == Some("live") {
         return live(root, quick);
     }
+    if args.first().map(String::as_str) == Some("inventory") {
+        if cfg!(debug_assertions) {
+            // Measure optimized code: run this benchmark from a release build of xtask.
+            return crate::run(
+                Command::new("cargo")
+                    .args(["run", "--release", "-q", "-p", "xtask", "--", "bench"])
+                    .args(args)
+                    .current_dir(root),
+            );
+        }
+        return inventory_memory(quick);
+    }
     let target_mb: u64 = if quick { 80 } else { 520 };
     let bin = release_binary(root)?;
     let dir = cache_dir();
@@ -126,10 +138,15 @@ struct Run {
 }
 
 fn apiwatch_run(bin: &Path, file: &Path, workers: usize) -> Result<Run> {
+    apiwatch_run_with(bin, file, workers, &[])
+}
+
+fn apiwatch_run_with(bin: &Path, file: &Path, workers: usize, extra: &[&str]) -> Result<Run> {
     let stats = tempfile::NamedTempFile::new()?;
     let out = Command::new(bin)
         .args(["replay", "-q", "-o", "/dev/null", "--workers", &workers.to_string(), "--stats"])
         .arg(stats.path())
+        .args(extra)
         .arg(file)
         .output()?;
     if !out.status.success() {
@@ -166,12 +183,15 @@ fn bench_file(bin: &Path, name: &str, file: &Path, quick: bool) -> Result<()> {
     let mut ours_read = Vec::new();
     let mut one = Vec::new();
     let mut two = Vec::new();
+    let mut one_off = Vec::new();
     for _ in 0..reps {
         libpcap.push(read_only(bin, file, "libpcap")?);
         ours_read.push(read_only(bin, file, "mmap")?);
         one.push(apiwatch_run(bin, file, 1)?);
+        one_off.push(apiwatch_run_with(bin, file, 1, &["--no-inventory"])?.secs);
         two.push(apiwatch_run(bin, file, 2)?);
     }
+    let r1_off = median(one_off);
     let r1 = median(one.iter().map(|r| r.secs).collect());
     let r2 = median(two.iter().map(|r| r.secs).collect());
     let (pk, tx) = (one[0].packets, one[0].transactions);
@@ -227,9 +247,17 @@ fn bench_file(bin: &Path, name: &str, file: &Path, quick: bool) -> Result<()> {
     };
     row("libpcap read loop (nothing else)", lp, false);
     row("our mmap reader (nothing else)", orr, false);
+    row("apiwatch replay, 1 worker, no inventory", r1_off, true);
     row("apiwatch replay, 1 worker", r1, true);
     row("apiwatch replay, 2 workers (sharded)", r2, true);
     println!("  peak RSS of apiwatch: {:.1} MB", rss as f64 / 1e6);
+    println!(
+        "  inventory on vs off (1 worker): {:.0} vs {:.0} transactions/s ({:.2}x; {:.2} µs per transaction)",
+        tx as f64 / r1,
+        tx as f64 / r1_off,
+        r1_off / r1,
+        (r1 - r1_off).max(0.0) * 1e6 / tx.max(1) as f64
+    );
     println!("  ratios: 1 worker = {:.2}x the libpcap read loop; 2 workers = {:.2}x 1 worker", lp / r1, r1 / r2);
     println!(
         "  tshark on a {:.1} MB slice: {:.3} Gbit/s ({} requests) vs apiwatch {:.2} Gbit/s ({} transactions): {:.0}x",
@@ -424,5 +452,174 @@ fn live(root: &Path, quick: bool) -> Result<()> {
     drop(lab);
     println!("  offered: requests wrk completed; captured: transactions apiwatch wrote (in-flight requests at the end of a run may add a few either way)");
     println!("  apiwatch CPU: the process (user+system), and per Gbit of traffic on the interface; machine CPU: all cores busy time per 1000 requests, wrk and nginx included (the eBPF program runs in the traffic's softirq, which only this column sees)");
+    Ok(())
+}
+
+// === inventory memory ===
+
+fn rss_bytes() -> u64 {
+    let s = std::fs::read_to_string("/proc/self/status").unwrap_or_default();
+    s.lines()
+        .find_map(|l| l.strip_prefix("VmRSS:"))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<u64>().ok())
+        .unwrap_or(0)
+        * 1024
+}
+
+/// Memory and update cost of the inventory at 100k endpoints: observations of 100k
+/// distinct (host, method, path) that stay distinct (API words, never merged), each with a
+/// response schema, fed straight to the inventory.
+fn inventory_memory(quick: bool) -> Result<()> {
+    use apiwatch_inventory::observe::Auth;
+    use apiwatch_inventory::schema::Schema;
+    use apiwatch_inventory::{Inventory, InventoryConfig, Observation};
+    const W: &[&str] = &[
+        "users",
+        "orders",
+        "items",
+        "products",
+        "invoices",
+        "payments",
+        "accounts",
+        "teams",
+        "projects",
+        "files",
+        "events",
+        "reports",
+        "settings",
+        "tokens",
+        "keys",
+        "sessions",
+        "groups",
+        "roles",
+        "policies",
+        "logs",
+        "metrics",
+        "alerts",
+        "jobs",
+        "tasks",
+        "builds",
+        "releases",
+        "tags",
+        "comments",
+        "messages",
+        "threads",
+        "channels",
+        "webhooks",
+        "domains",
+        "records",
+        "zones",
+        "certificates",
+        "backups",
+        "snapshots",
+        "volumes",
+        "images",
+        "regions",
+        "plans",
+        "subscriptions",
+        "customers",
+        "coupons",
+        "refunds",
+        "charges",
+        "transfers",
+        "balances",
+        "statements",
+    ];
+    let target: usize = if quick { 20_000 } else { 100_000 };
+    let schema = Some(Schema::infer(
+        br#"{"id":1,"name":"x","tags":["a"],"owner":{"id":2,"email":"a@b.c"},"created":"2024-01-01T00:00:00Z"}"#,
+    ))
+    .flatten();
+    let mut inv = Inventory::new(InventoryConfig {
+        max_endpoints: 200_000,
+        max_endpoints_per_host: 50_000,
+        ..InventoryConfig::default()
+    });
+    let before = rss_bytes();
+    let mut events = Vec::new();
+    let mut reported = 0usize;
+    let mut n = 0usize;
+    let t0 = Instant::now();
+    'outer: for h in 0..10 {
+        for a in W {
+            for b in W {
+                for m in ["GET", "POST", "PUT", "DELETE"] {
+                    let o = Observation {
+                        ts: n as i64 * 1000,
+                        host: format!("svc{h}.internal").into(),
+                        method: m.into(),
+                        path: format!("/api/{a}/{b}").into(),
+                        status: 200,
+                        latency_us: Some(800 + (n as u64 % 500)),
+                        req_type: None,
+                        resp_type: Some("application/json".into()),
+                        query: Vec::new(),
+                        auth: Auth::Bearer,
+                        external: n % 7 == 0,
+                        client: "10.0.0.1".parse().expect("ip"),
+                        req_schema: None,
+                        resp_schema: schema.clone(),
+                    };
+                    inv.observe(&o, &mut events);
+                    reported += events.len();
+                    events.clear();
+                    n += 1;
+                    if n >= target {
+                        break 'outer;
+                    }
+                }
+            }
+        }
+    }
+    let first = t0.elapsed().as_secs_f64();
+    // Once every endpoint exists: the steady-state cost of an update.
+    let t1 = Instant::now();
+    let mut again = 0usize;
+    for i in 0..n {
+        let a = W[(i / 4) % W.len()];
+        let b = W[(i / 4 / W.len()) % W.len()];
+        let o = Observation {
+            ts: (n + i) as i64 * 1000,
+            host: format!("svc{}.internal", i / (W.len() * W.len() * 4)).into(),
+            method: ["GET", "POST", "PUT", "DELETE"][i % 4].into(),
+            path: format!("/api/{a}/{b}").into(),
+            status: 200,
+            latency_us: Some(900),
+            req_type: None,
+            resp_type: Some("application/json".into()),
+            query: Vec::new(),
+            auth: Auth::Bearer,
+            external: false,
+            client: "10.0.0.1".parse().expect("ip"),
+            req_schema: None,
+            resp_schema: schema.clone(),
+        };
+        inv.observe(&o, &mut events);
+        reported += events.len();
+        events.clear();
+        again += 1;
+    }
+    let steady = t1.elapsed().as_secs_f64();
+    let after = rss_bytes();
+    inv.finish(&mut events);
+    reported += events.len();
+    let stored: usize = inv.hosts.values().map(|h| serde_json::to_vec(h).map(|v| v.len()).unwrap_or(0)).sum();
+    println!(
+        "\ninventory at {} endpoints ({} hosts): {} new-endpoint events",
+        inv.endpoints,
+        inv.hosts.len(),
+        reported
+    );
+    println!(
+        "  memory: {:.1} MB resident for the inventory ({:.0} bytes per endpoint); stored form {:.1} MB",
+        (after.saturating_sub(before)) as f64 / 1e6,
+        after.saturating_sub(before) as f64 / inv.endpoints.max(1) as f64,
+        stored as f64 / 1e6
+    );
+    println!(
+        "  updates: {:.2} µs per observation creating endpoints, {:.2} µs per observation of a known endpoint",
+        first * 1e6 / n as f64,
+        steady * 1e6 / again.max(1) as f64
+    );
     Ok(())
 }

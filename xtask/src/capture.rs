@@ -15,7 +15,7 @@ use std::thread::sleep;
 use std::time::Duration;
 
 /// Kills (SIGINT, then SIGKILL) a background process when dropped.
-struct Bg(Child, &'static str);
+pub(crate) struct Bg(Child, &'static str);
 
 impl Bg {
     /// Stop with SIGINT and wait (tcpdump and dumpcap flush on SIGINT).
@@ -35,7 +35,7 @@ impl Bg {
 /// A running tcpdump or dumpcap. Its closing report (on stderr) is checked when it stops:
 /// a capture the kernel dropped packets from is not a faithful record of what the programs
 /// did, so it is an error rather than a flaky test later.
-struct Recorder {
+pub(crate) struct Recorder {
     bg: Bg,
     report: tempfile::NamedTempFile,
 }
@@ -53,7 +53,7 @@ impl Recorder {
         Ok(Recorder { bg: Bg(child, what), report })
     }
 
-    fn stop(self) -> Result<()> {
+    pub(crate) fn stop(self) -> Result<()> {
         let what = self.bg.1;
         self.bg.stop()?;
         let report = std::fs::read_to_string(self.report.path())?;
@@ -89,14 +89,14 @@ impl Drop for Bg {
     }
 }
 
-fn spawn(mut cmd: Command, what: &'static str) -> Result<Bg> {
+pub(crate) fn spawn(mut cmd: Command, what: &'static str) -> Result<Bg> {
     let child =
         cmd.stdout(Stdio::null()).stderr(Stdio::null()).spawn().with_context(|| format!("cannot start {what}"))?;
     Ok(Bg(child, what))
 }
 
 /// Wait until something listens on `port` in namespace `ns`.
-fn wait_listening(lab: &Lab, ns: &str, port: u16) -> Result<()> {
+pub(crate) fn wait_listening(lab: &Lab, ns: &str, port: u16) -> Result<()> {
     for _ in 0..100 {
         let out = lab.cmd(ns, "ss").args(["-ltnH"]).output()?;
         if String::from_utf8_lossy(&out.stdout).contains(&format!(":{port} ")) {
@@ -124,7 +124,7 @@ fn record(lab: &Lab, iface: &str, out: &Path, pcapng: bool) -> Result<Recorder> 
 }
 
 /// tcpdump in the server namespace with options `args` (the interface...) writing `out`.
-fn record_tcpdump(lab: &Lab, args: &[&str], out: &Path, filter: Option<&str>) -> Result<Recorder> {
+pub(crate) fn record_tcpdump(lab: &Lab, args: &[&str], out: &Path, filter: Option<&str>) -> Result<Recorder> {
     let mut c = lab.cmd(&lab.srv, "tcpdump");
     // Immediate mode: without it, packets still in an unfinished TPACKET_V3 block can be
     // lost when tcpdump is interrupted.

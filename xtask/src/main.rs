@@ -9,6 +9,7 @@
 mod bench;
 mod capture;
 mod damage;
+mod quality;
 
 use anyhow::{bail, Context, Result};
 use std::path::{Path, PathBuf};
@@ -32,6 +33,14 @@ fn main() -> Result<()> {
         }
         Some("damage") => damage::cli(&args[1..]),
         Some("ebpf") => ebpf(&root, args.iter().any(|a| a == "--check")),
+        Some("inventory-quality") => {
+            let per_op: usize = flag_value(&args, "--per-op").map(|s| s.parse()).transpose()?.unwrap_or(20);
+            let mut specs: Vec<String> = args.windows(2).filter(|w| w[0] == "--spec").map(|w| w[1].clone()).collect();
+            if specs.is_empty() {
+                specs = quality::DEFAULT_SPECS.iter().map(|s| s.to_string()).collect();
+            }
+            quality::run(&root, &specs, per_op, &root.join("target/inventory-quality")).map(|_| ())
+        }
         _ => {
             eprintln!("usage: cargo xtask <capture [--out DIR] | bless | test | bench [--quick] | fuzz [--seconds N] | ebpf [--check]>");
             std::process::exit(2)

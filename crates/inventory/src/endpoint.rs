@@ -4,8 +4,8 @@
 use crate::observe::{Auth, Observation};
 use crate::schema::Schema;
 use crate::segment::Kinds;
+use crate::smallmap::SmallMap;
 use serde::{Deserialize, Serialize};
-use std::collections::BTreeMap;
 
 /// Caps on the small maps of one endpoint; what does not fit is counted in `other`.
 pub const MAX_STATUS: usize = 32;
@@ -16,7 +16,7 @@ pub const MAX_AUTH: usize = 8;
 /// Counts by name, capped; the rest in `other`.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 pub struct Counts {
-    pub by: BTreeMap<String, u64>,
+    pub by: SmallMap<u64>,
     #[serde(default, skip_serializing_if = "is_zero")]
     pub other: u64,
 }
@@ -30,13 +30,13 @@ impl Counts {
         if let Some(c) = self.by.get_mut(k) {
             *c += n;
         } else if self.by.len() < cap {
-            self.by.insert(k.to_string(), n);
+            self.by.insert(k, n);
         } else {
             self.other += n;
         }
     }
     pub fn merge(&mut self, o: &Counts, cap: usize) {
-        for (k, n) in &o.by {
+        for (k, n) in o.by.iter() {
             self.add(k, *n, cap);
         }
         self.other += o.other;
@@ -124,7 +124,7 @@ pub struct Endpoint {
     pub req_types: Counts,
     pub resp_types: Counts,
     /// Query parameter names and the kinds of their values.
-    pub query: BTreeMap<String, Kinds>,
+    pub query: SmallMap<Kinds>,
     #[serde(default)]
     pub query_overflow: u64,
     pub req_schema: Option<Schema>,
@@ -169,7 +169,7 @@ impl Endpoint {
             } else if self.query.len() < MAX_QUERY {
                 let mut ks = Kinds::default();
                 ks.add(*kind);
-                self.query.insert(k.to_string(), ks);
+                self.query.insert(k, ks);
             } else {
                 self.query_overflow += 1;
             }
@@ -205,11 +205,11 @@ impl Endpoint {
         self.latency.merge(&o.latency);
         self.req_types.merge(&o.req_types, MAX_TYPES);
         self.resp_types.merge(&o.resp_types, MAX_TYPES);
-        for (k, ks) in &o.query {
+        for (k, ks) in o.query.iter() {
             if let Some(mine) = self.query.get_mut(k) {
                 mine.union(*ks);
             } else if self.query.len() < MAX_QUERY {
-                self.query.insert(k.clone(), *ks);
+                self.query.insert(k, *ks);
             } else {
                 self.query_overflow += 1;
             }

@@ -41,7 +41,10 @@ pub fn endpoint_json(inv: &Inventory, v: &EndpointView<'_>) -> Value {
         .query
         .iter()
         .map(|(k, ks)| {
-            (k.clone(), json!({"type": ks.summary().name(), "kinds": ks.iter().map(|k| k.name()).collect::<Vec<_>>()}))
+            (
+                k.to_string(),
+                json!({"type": ks.summary().name(), "kinds": ks.iter().map(|k| k.name()).collect::<Vec<_>>()}),
+            )
         })
         .collect();
     let posture = inv.posture(v.host, v.method, &v.template, e);
@@ -132,7 +135,7 @@ pub fn openapi(inv: &Inventory, host: &str) -> Option<Value> {
         if path.is_empty() {
             path.push('/');
         }
-        for (q, ks) in &e.query {
+        for (q, ks) in e.query.iter() {
             params.push(json!({"name": q, "in": "query", "required": false, "schema": kind_schema(*ks)}));
         }
         let mut op = Map::new();
@@ -145,7 +148,7 @@ pub fn openapi(inv: &Inventory, host: &str) -> Option<Value> {
             op.insert("requestBody".into(), json!({"content": {t: {"schema": schema}}}));
         }
         let mut responses = Map::new();
-        for code in e.status.by.keys().filter(|c| c.as_str() != "none") {
+        for code in e.status.by.keys().filter(|c| *c != "none") {
             let mut r = Map::new();
             r.insert("description".into(), json!(format!("observed {code}")));
             let success = code.parse::<u16>().map(class_of) == Ok(2);
@@ -153,7 +156,7 @@ pub fn openapi(inv: &Inventory, host: &str) -> Option<Value> {
                 let schema = e.resp_schema.as_ref().map(|s| s.to_json_schema()).unwrap_or(json!({}));
                 r.insert("content".into(), json!({t: {"schema": schema}}));
             }
-            responses.insert(code.clone(), Value::Object(r));
+            responses.insert(code.to_string(), Value::Object(r));
         }
         if responses.is_empty() {
             responses.insert("default".into(), json!({"description": "no response observed"}));

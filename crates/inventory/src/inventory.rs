@@ -55,7 +55,8 @@ pub struct Counters {
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]
 pub struct Host {
     pub trie: Trie,
-    pub slots: Vec<Option<Endpoint>>,
+    /// Boxed: a free or spare slot costs a pointer, not an endpoint.
+    pub slots: Vec<Option<Box<Endpoint>>>,
     free: Vec<u32>,
     pub endpoints: usize,
     pub first_seen: i64,
@@ -69,11 +70,11 @@ impl Host {
         self.endpoints += 1;
         match self.free.pop() {
             Some(i) => {
-                self.slots[i as usize] = Some(e);
+                self.slots[i as usize] = Some(Box::new(e));
                 i
             }
             None => {
-                self.slots.push(Some(e));
+                self.slots.push(Some(Box::new(e)));
                 (self.slots.len() - 1) as u32
             }
         }
@@ -95,7 +96,7 @@ impl Host {
     }
 
     pub fn endpoint(&self, slot: u32) -> Option<&Endpoint> {
-        self.slots.get(slot as usize).and_then(Option::as_ref)
+        self.slots.get(slot as usize).and_then(|s| s.as_deref())
     }
 }
 
@@ -309,7 +310,7 @@ impl Inventory {
                 template,
                 first_seen: e.first_seen,
                 calls: e.count,
-                auth: e.auth.by.keys().cloned().collect(),
+                auth: e.auth.by.keys().map(String::from).collect(),
                 external: e.external_calls > 0,
                 posture,
             });
@@ -370,7 +371,7 @@ impl Inventory {
         if op.deprecated {
             p.reason = Some("deprecated in the spec and still called".into());
         }
-        p.undocumented_query = e.query.keys().filter(|k| !op.query.contains(k.as_str())).cloned().collect();
+        p.undocumented_query = e.query.keys().filter(|k| !op.query.contains(*k)).map(String::from).collect();
         let declared_codes = &op.responses;
         if !declared_codes.contains("default") {
             p.undocumented_status = e
@@ -378,25 +379,25 @@ impl Inventory {
                 .by
                 .keys()
                 .filter(|c| {
-                    c.as_str() != "none"
-                        && !declared_codes.contains(c.as_str())
+                    *c != "none"
+                        && !declared_codes.contains(*c)
                         && !declared_codes.contains(&format!("{}XX", &c[..1]))
                         && !declared_codes.contains(&format!("{}xx", &c[..1]))
                 })
-                .cloned()
+                .map(String::from)
                 .collect();
         }
         let mut types = BTreeSet::new();
         if !op.request_types.is_empty() {
-            types.extend(e.req_types.by.keys().filter(|t| !op.request_types.contains(t.as_str())).cloned());
+            types.extend(e.req_types.by.keys().filter(|t| !op.request_types.contains(*t)).map(String::from));
         }
         if !op.response_types.is_empty() {
             types.extend(
                 e.resp_types
                     .by
                     .keys()
-                    .filter(|t| !op.response_types.contains(t.as_str()) && !op.response_types.contains("*/*"))
-                    .cloned(),
+                    .filter(|t| !op.response_types.contains(*t) && !op.response_types.contains("*/*"))
+                    .map(String::from),
             );
         }
         p.undocumented_types = types.into_iter().collect();
@@ -525,4 +526,144 @@ fn version(s: &str) -> Option<u32> {
 
 fn round2(x: f64) -> f64 {
     (x * 100.0).round() / 100.0
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::observe::Auth;
+    use crate::spec::load;
+
+    fn obs(ts_s: i64, method: &str, path: &str, status: u16) -> Observation {
+        Observation {
+            ts: ts_s * 1_000_000_000,
+            host: "api.example.com".into(),
+            method: method.into(),
+            path: path.into(),
+            status,
+            latency_us: Some(1500),
+            req_type: None,
+            resp_type: Some("application/json".into()),
+            query: vec![("page".into(), crate::segment::Kind::Integer)],
+            auth: Auth::None,
+            external: true,
+            client: "203.0.113.9".parse().unwrap(),
+            req_schema: None,
+            resp_schema: None,
+        }
+    }
+
+    const SPEC: &str = r#"
+openapi: 3.0.0
+info: {title: t}
+servers: [{url: 'https://api.example.com'}]
+paths:
+  /v2/users/{id}:
+    get: {responses: {'200': {description: ok}}}
+  /v2/users/me:
+    get: {responses: {'200': {description: ok}}}
+  /v2/legacy:
+    get: {deprecated: true, responses: {'200': {description: ok}}}
+  /v2/idle:
+    get: {responses: {'200': {description: ok}}}
+"#;
+
+    fn spec() -> DeclaredApi {
+        load("s.yaml", &mut |_| Ok(SPEC.to_string())).unwrap()
+    }
+
+    fn by_template(events: &[InventoryEvent]) -> BTreeMap<String, &InventoryEvent> {
+        events.iter().map(|e| (format!("{} {}", e.method, e.template), e)).collect()
+    }
+
+    #[test]
+    fn documented_shadow_zombie_and_inactive() {
+        let cfg = InventoryConfig { specs: vec![spec()], ..InventoryConfig::default() };
+        let mut inv = Inventory::new(cfg);
+        let mut ev = Vec::new();
+        inv.observe(&obs(0, "GET", "/v2/idle", 200), &mut ev);
+        let day = 86_400;
+        for (i, p) in ["/v2/users/17", "/v2/users/me", "/v2/users/alice", "/v1/users/3", "/v2/legacy", "/v2/debug"]
+            .iter()
+            .enumerate()
+        {
+            inv.observe(&obs(40 * day + i as i64, "GET", p, if *p == "/v2/users/17" { 418 } else { 200 }), &mut ev);
+        }
+        inv.finish(&mut ev);
+        let e = by_template(&ev);
+        assert_eq!(e["GET /v2/users/{id}"].posture.standing, Standing::Documented);
+        assert_eq!(e["GET /v2/users/{id}"].posture.undocumented_status, vec!["418".to_string()]);
+        assert_eq!(e["GET /v2/users/{id}"].posture.undocumented_query, vec!["page".to_string()]);
+        assert_eq!(e["GET /v2/users/me"].posture.standing, Standing::Documented);
+        assert_eq!(e["GET /v2/legacy"].posture.standing, Standing::Zombie);
+        assert_eq!(e["GET /v1/users/{id}"].posture.standing, Standing::Zombie, "older version still answering");
+        assert_eq!(e["GET /v2/debug"].posture.standing, Standing::Shadow);
+        assert_eq!(e["GET /v2/debug"].event, "shadow_endpoint");
+        assert!(!e.contains_key("GET /v2/users/alice"), "declared variable: values go to it");
+        let act: BTreeMap<String, &str> =
+            inv.declared_activity().iter().map(|d| (d.path.clone(), d.activity)).collect();
+        assert_eq!(act["/v2/idle"], "inactive");
+        assert_eq!(act["/v2/users/{id}"], "active");
+    }
+
+    #[test]
+    fn new_endpoints_wait_to_settle_and_merged_values_are_not_reported() {
+        let mut inv = Inventory::new(InventoryConfig { settle_ns: 60_000_000_000, ..InventoryConfig::default() });
+        let mut ev = Vec::new();
+        let names = [
+            "kavoru", "telimo", "brasko", "quendi", "zorvath", "mulpex", "dravin", "colmar", "fistra", "yelbon",
+            "garnix", "hopwel", "irvane",
+        ];
+        for (i, n) in names.iter().enumerate() {
+            inv.observe(&obs(i as i64, "GET", &format!("/people/{n}"), 200), &mut ev);
+        }
+        assert!(ev.is_empty(), "nothing settled yet: {:?}", ev.iter().map(|e| &e.template).collect::<Vec<_>>());
+        inv.observe(&obs(100, "GET", "/people/zzkrt", 200), &mut ev);
+        let t: Vec<&str> = ev.iter().map(|e| e.template.as_str()).collect();
+        assert_eq!(t, vec!["/people/{id}"]);
+        assert_eq!(ev[0].calls, 14, "the facts of the merged values were kept");
+        inv.finish(&mut ev);
+        assert_eq!(ev.len(), 1, "reported once");
+    }
+
+    #[test]
+    fn caps_hold_and_are_counted() {
+        let cfg = InventoryConfig { max_hosts: 2, max_endpoints_per_host: 5, ..InventoryConfig::default() };
+        let mut inv = Inventory::new(cfg);
+        let mut ev = Vec::new();
+        for h in 0..4 {
+            for p in 0..10 {
+                let mut o = obs(
+                    p,
+                    if p % 2 == 0 { "GET" } else { "POST" },
+                    &format!("/r{h}/words{}", (b'a' + p as u8) as char),
+                    200,
+                );
+                o.host = format!("h{h}").into();
+                inv.observe(&o, &mut ev);
+            }
+        }
+        assert_eq!(inv.hosts.len(), 2);
+        assert_eq!(inv.counters.hosts_dropped_cap, 20);
+        assert!(inv.hosts.values().all(|h| h.endpoints <= 5));
+        assert_eq!(inv.counters.endpoints_dropped_cap, 10);
+    }
+
+    #[test]
+    fn state_survives_serialization() {
+        let mut inv = Inventory::new(InventoryConfig::default());
+        let mut ev = Vec::new();
+        inv.observe(&obs(1, "GET", "/orders/5", 200), &mut ev);
+        let saved: Vec<(String, String)> =
+            inv.take_dirty().into_iter().map(|(n, h)| (n.to_string(), serde_json::to_string(h).unwrap())).collect();
+        let mut back = Inventory::new(InventoryConfig::default());
+        for (n, h) in saved {
+            back.restore(&n, serde_json::from_str(&h).unwrap());
+        }
+        back.observe(&obs(2, "GET", "/orders/6", 200), &mut ev);
+        let v = back.views();
+        assert_eq!(v.len(), 1);
+        assert_eq!(v[0].template, "/orders/{id}");
+        assert_eq!(v[0].endpoint.count, 2);
+    }
 }

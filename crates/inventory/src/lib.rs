@@ -10,6 +10,7 @@ pub mod inventory;
 pub mod observe;
 pub mod schema;
 pub mod segment;
+pub mod smallmap;
 pub mod spec;
 pub mod template;
 

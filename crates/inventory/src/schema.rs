@@ -2,9 +2,9 @@
 //! merged across them. Built straight from the parser's events (no `serde_json::Value`
 //! tree), and bounded: depth, fields per object and total nodes are capped.
 
+use crate::smallmap::SmallMap;
 use serde::de::{self, DeserializeSeed, MapAccess, SeqAccess, Visitor};
 use serde::{Deserialize, Serialize};
-use std::collections::BTreeMap;
 use std::fmt;
 
 pub const MAX_DEPTH: usize = 8;
@@ -31,8 +31,8 @@ pub struct Schema {
     pub format: Option<Format>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub items: Option<Box<Schema>>,
-    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
-    pub properties: BTreeMap<String, Schema>,
+    #[serde(default, skip_serializing_if = "SmallMap::is_empty")]
+    pub properties: SmallMap<Schema>,
     /// Fields beyond the caps were seen and not recorded.
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub truncated: bool,
@@ -101,12 +101,12 @@ impl Schema {
                 None => self.truncated = true,
             }
         }
-        for (k, v) in &o.properties {
+        for (k, v) in o.properties.iter() {
             if let Some(mine) = self.properties.get_mut(k) {
                 mine.merge_in(v, budget);
             } else if self.properties.len() < MAX_FIELDS && *budget >= v.node_count() {
                 *budget -= v.node_count();
-                self.properties.insert(k.clone(), v.clone());
+                self.properties.insert(k, v.clone());
             } else {
                 self.truncated = true;
             }
@@ -149,7 +149,7 @@ impl Schema {
         }
         if !self.properties.is_empty() {
             let props: Map<String, Value> =
-                self.properties.iter().map(|(k, v)| (k.clone(), v.to_json_schema())).collect();
+                self.properties.iter().map(|(k, v)| (k.to_string(), v.to_json_schema())).collect();
             m.insert("properties".into(), Value::Object(props));
             let objects = self.seen;
             let req: Vec<Value> = self
@@ -242,7 +242,7 @@ impl<'de> Visitor<'de> for Seed<'_> {
             }
             *self.budget -= 1;
             let v = map.next_value_seed(Seed { depth: self.depth + 1, budget: self.budget })?;
-            s.properties.insert(k.into_owned(), v);
+            s.properties.insert(&k, v);
         }
         Ok(s)
     }

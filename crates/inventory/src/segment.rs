@@ -193,7 +193,8 @@ pub fn classify(v: &str) -> Kind {
             return Kind::Token;
         }
     }
-    if num > 0 && alpha > 0 && s.iter().filter(|&&c| c == b'-').count() >= 1 {
+    // `hello-world-42`, `ubuntu-22-04-x64`; not `users-28-day` (API words around a number).
+    if num > 0 && alpha > 0 && s.contains(&b'-') && !is_vocabulary(v) {
         return Kind::Slug;
     }
     Kind::String
@@ -285,8 +286,18 @@ fn known_word(w: &str) -> bool {
 /// or the segment is a version (`v1`, `v2beta1`, `api`).
 pub fn is_vocabulary(seg: &str) -> bool {
     let b = seg.as_bytes();
-    if b.len() >= 2 && (b[0] == b'v' || b[0] == b'V') && b[1].is_ascii_digit() && b.len() <= 12 {
+    // v1, v2, v1beta1, v2alpha: versions of an API (not release tags such as v1.2.3).
+    if b.len() >= 2
+        && (b[0] == b'v' || b[0] == b'V')
+        && b[1].is_ascii_digit()
+        && b.len() <= 12
+        && b.iter().all(u8::is_ascii_alphanumeric)
+    {
         return true;
+    }
+    // Dotted numbers (`v1.2.3`, `1.0`) are versions of something, not API words.
+    if seg.contains('.') && seg.split('.').skip(1).any(|p| !p.is_empty() && p.bytes().all(|c| c.is_ascii_digit())) {
+        return false;
     }
     let mut words = Vec::new();
     for part in seg.split(['-', '_', '.']) {
@@ -302,6 +313,8 @@ pub fn is_vocabulary(seg: &str) -> bool {
             words.push(&part[start..]);
         }
     }
+    // Numbers between words (`users-28-day`) do not make a value.
+    words.retain(|w| !w.bytes().all(|c| c.is_ascii_digit()));
     !words.is_empty() && words.len() <= 6 && words.iter().all(|w| known_word(w))
 }
 
@@ -327,6 +340,7 @@ mod tests {
             ("4aawyAB9vmqN3uQ7FjRGTy", Kind::Token),
             ("dXNlcjpwYXNzd29yZA==", Kind::Token),
             ("ubuntu-22-04-x64", Kind::Slug),
+            ("users-28-day", Kind::String),
             ("users", Kind::String),
             ("createWithList", Kind::String),
             ("v1", Kind::String),
@@ -342,7 +356,7 @@ mod tests {
         for w in ["users", "me", "createWithList", "check-runs", "v2", "v1beta1", "categories", "login", "pulls"] {
             assert!(is_vocabulary(w), "{w}");
         }
-        for w in ["kavoru83", "octocat", "zqxj", "hello-world42"] {
+        for w in ["kavoru83", "octocat", "zqxj", "hello-world42", "v1.2.3"] {
             assert!(!is_vocabulary(w), "{w}");
         }
     }

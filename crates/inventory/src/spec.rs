@@ -5,6 +5,7 @@
 
 use serde_json::Value;
 use std::collections::BTreeSet;
+use std::rc::Rc;
 
 /// One declared operation.
 #[derive(Debug, Clone, PartialEq)]
@@ -19,9 +20,62 @@ pub struct DeclaredOp {
     pub request_types: BTreeSet<String>,
     pub response_types: BTreeSet<String>,
     pub security: bool,
+    /// Path parameters, and required query parameters, as declared.
+    pub path_params: Vec<ParamInfo>,
+    pub required_query: Vec<ParamInfo>,
 }
 
-/// One document.
+/// What a document says of one parameter's values.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct ParamInfo {
+    pub name: String,
+    pub kind: String,
+    pub format: String,
+    pub pattern: String,
+    pub example: Option<String>,
+    pub enumeration: Vec<String>,
+}
+
+fn scalar(v: &Value) -> Option<String> {
+    match v {
+        Value::String(s) => Some(s.clone()),
+        Value::Number(n) => Some(n.to_string()),
+        Value::Bool(b) => Some(b.to_string()),
+        _ => None,
+    }
+}
+
+fn param_info(l: &mut Loader<'_>, p: &Value, file: &str, root: &Rc<Value>) -> ParamInfo {
+    let schema = match p.get("schema") {
+        Some(s) => l.deref(s, file, root).map(|x| x.0).unwrap_or(Value::Null),
+        None => p.clone(), // Swagger 2: type/format/enum on the parameter itself
+    };
+    let get = |k: &str| schema.get(k).and_then(Value::as_str).unwrap_or("").to_string();
+    let example = p
+        .get("example")
+        .and_then(scalar)
+        .or_else(|| schema.get("example").and_then(scalar))
+        .or_else(|| p.pointer("/x-example").and_then(scalar))
+        .or_else(|| {
+            p.get("examples")
+                .and_then(Value::as_object)
+                .and_then(|m| m.values().next())
+                .and_then(|e| e.get("value"))
+                .and_then(scalar)
+        });
+    ParamInfo {
+        name: p.get("name").and_then(Value::as_str).unwrap_or("").to_string(),
+        kind: get("type"),
+        format: get("format"),
+        pattern: get("pattern"),
+        example,
+        enumeration: schema
+            .get("enum")
+            .and_then(Value::as_array)
+            .map(|a| a.iter().filter_map(scalar).collect())
+            .unwrap_or_default(),
+    }
+}
 #[derive(Debug, Clone)]
 pub struct DeclaredApi {
     /// Where it came from (file path), for reports.
@@ -60,7 +114,7 @@ const MAX_REF_DEPTH: usize = 16;
 
 struct Loader<'r> {
     read: &'r mut dyn FnMut(&str) -> Result<String, String>,
-    cache: Vec<(String, Value)>,
+    cache: Vec<(String, Rc<Value>)>,
 }
 
 fn dir_of(file: &str) -> &str {
@@ -90,12 +144,12 @@ fn pointer<'v>(v: &'v Value, ptr: &str) -> Option<&'v Value> {
 }
 
 impl Loader<'_> {
-    fn file(&mut self, name: &str) -> Result<Value, String> {
+    fn file(&mut self, name: &str) -> Result<Rc<Value>, String> {
         if let Some((_, v)) = self.cache.iter().find(|(n, _)| n == name) {
             return Ok(v.clone());
         }
         let text = (self.read)(name)?;
-        let v = parse_text(&text).map_err(|e| format!("{name}: {e}"))?;
+        let v = Rc::new(parse_text(&text).map_err(|e| format!("{name}: {e}"))?);
         if self.cache.len() < 4096 {
             self.cache.push((name.to_string(), v.clone()));
         }
@@ -104,7 +158,10 @@ impl Loader<'_> {
 
     /// Follow `$ref`s at the top of `v` (not inside it); returns the value and the file it
     /// lives in (refs inside it are relative to that file).
-    fn deref(&mut self, v: &Value, file: &str, root: &Value) -> Result<(Value, String), String> {
+    fn deref(&mut self, v: &Value, file: &str, root: &Rc<Value>) -> Result<(Value, String), String> {
+        if v.get("$ref").is_none() {
+            return Ok((v.clone(), file.to_string()));
+        }
         let mut cur = v.clone();
         let mut cur_file = file.to_string();
         let mut cur_root = root.clone();
@@ -192,6 +249,27 @@ pub fn load(file: &str, read: &mut dyn FnMut(&str) -> Result<String, String>) ->
             let op_root = if op_file == item_file { item_root.clone() } else { l.file(&op_file).map_err(err)? };
             let mut query = item_params.clone();
             query.extend(params(&mut l, op.get("parameters"), &op_file, &op_root).map_err(err)?);
+            let mut path_params: Vec<ParamInfo> = Vec::new();
+            let mut required_query = Vec::new();
+            for (list, f, r) in
+                [(item.get("parameters"), &item_file, &item_root), (op.get("parameters"), &op_file, &op_root)]
+            {
+                for p in list.and_then(Value::as_array).into_iter().flatten() {
+                    let Ok((p, pf)) = l.deref(p, f, r) else { continue };
+                    let proot = if pf == *f { r.clone() } else { l.file(&pf).unwrap_or_default() };
+                    let info = param_info(&mut l, &p, &pf, &proot);
+                    match p.get("in").and_then(Value::as_str) {
+                        Some("path") => {
+                            path_params.retain(|x| x.name != info.name);
+                            path_params.push(info);
+                        }
+                        Some("query") if p.get("required").and_then(Value::as_bool) == Some(true) => {
+                            required_query.push(info)
+                        }
+                        _ => {}
+                    }
+                }
+            }
             let mut responses = BTreeSet::new();
             let mut response_types = BTreeSet::new();
             if let Some(rs) = op.get("responses").and_then(Value::as_object) {
@@ -227,6 +305,8 @@ pub fn load(file: &str, read: &mut dyn FnMut(&str) -> Result<String, String>) ->
                 request_types,
                 response_types,
                 security: op.get("security").and_then(Value::as_array).map_or(global_security, |a| !a.is_empty()),
+                path_params,
+                required_query,
             });
         }
     }
@@ -241,7 +321,7 @@ fn strings(v: Option<&Value>) -> BTreeSet<String> {
 }
 
 /// Names of query parameters.
-fn params(l: &mut Loader<'_>, v: Option<&Value>, file: &str, root: &Value) -> Result<BTreeSet<String>, String> {
+fn params(l: &mut Loader<'_>, v: Option<&Value>, file: &str, root: &Rc<Value>) -> Result<BTreeSet<String>, String> {
     let mut out = BTreeSet::new();
     let Some(list) = v.and_then(Value::as_array) else { return Ok(out) };
     for p in list {
