@@ -122,9 +122,44 @@ fn test(root: &Path) -> Result<()> {
                 .args(["test", "-p", "apiwatch-tests", "--test", "pcaps", "--", "fresh_captures", "--nocapture"])
                 .env("APIWATCH_CAPTURE_DIR", &dir)
                 .current_dir(root))?;
+            inventory_quality_floor(root, ci)?;
         }
         Err(why) if ci => bail!("privileged capture tests cannot run under CI=true: {why}"),
         Err(why) => println!("SKIPPED privileged capture tests: {why}"),
+    }
+    Ok(())
+}
+
+/// Path templating on traffic generated from real API descriptions (../shared/openapi) must
+/// keep precision and recall at or above 0.95 on each of these documents.
+fn inventory_quality_floor(root: &Path, ci: bool) -> Result<()> {
+    const SPECS: &[&str] = &[
+        "petstore/openapi.yaml",
+        "oai-examples/_archive___schemas__v3.0__pass__petstore-expanded.yaml",
+        "spotify/fixed-spotify-open-api.yml",
+        "twilio/twilio_api_v2010.json",
+        "slack/slack_web_openapi_v2.json",
+    ];
+    if !root.join("../shared/openapi").is_dir() {
+        if ci {
+            bail!("../shared/openapi is missing: the inventory quality check cannot run");
+        }
+        println!("SKIPPED inventory quality check: ../shared/openapi is missing");
+        return Ok(());
+    }
+    let specs: Vec<String> = SPECS.iter().map(|s| s.to_string()).collect();
+    let scores = quality::run(root, &specs, 20, &root.join("target/inventory-quality-check"))?;
+    let low: Vec<String> = specs
+        .iter()
+        .zip(&scores)
+        .filter(|(_, s)| s.precision < 0.95 || s.recall < 0.95)
+        .map(|(n, s)| format!("{n}: precision {:.3}, recall {:.3}", s.precision, s.recall))
+        .collect();
+    if !low.is_empty() {
+        bail!(
+            "path templating fell below 0.95 (details in target/inventory-quality-check/*.diff):\n{}",
+            low.join("\n")
+        );
     }
     Ok(())
 }

@@ -282,9 +282,26 @@ fn known_word(w: &str) -> bool {
         || l.strip_suffix("ing").is_some_and(|x| set.contains(x) || set.contains(format!("{x}e").as_str()))
 }
 
+/// Common top-level domains: `example.com` in a path is a value (a domain name), not a
+/// method name.
+const TLDS: &[&str] =
+    &["com", "org", "net", "io", "dev", "co", "app", "ai", "edu", "gov", "us", "uk", "de", "fr", "local", "internal"];
+
+/// A dotted identifier of code, as RPC-style APIs name their methods (`chat.postMessage`,
+/// `admin.apps.approve`): two or more alphabetic parts, not a domain name.
+fn is_method_name(seg: &str) -> bool {
+    let parts: Vec<&str> = seg.split('.').collect();
+    parts.len() >= 2
+        && parts.iter().all(|p| !p.is_empty() && p.bytes().all(|c| c.is_ascii_alphabetic()))
+        && (seg.bytes().any(|c| c.is_ascii_uppercase()) || !TLDS.contains(&parts[parts.len() - 1]))
+}
+
 /// Every word of the segment (split at `-`, `_`, `.`, and camelCase humps) is API vocabulary,
-/// or the segment is a version (`v1`, `v2beta1`, `api`).
+/// the segment is a version (`v1`, `v2beta1`), or a dotted method name (`chat.postMessage`).
 pub fn is_vocabulary(seg: &str) -> bool {
+    if is_method_name(seg) {
+        return true;
+    }
     let b = seg.as_bytes();
     // v1, v2, v1beta1, v2alpha: versions of an API (not release tags such as v1.2.3).
     if b.len() >= 2
@@ -356,7 +373,10 @@ mod tests {
         for w in ["users", "me", "createWithList", "check-runs", "v2", "v1beta1", "categories", "login", "pulls"] {
             assert!(is_vocabulary(w), "{w}");
         }
-        for w in ["kavoru83", "octocat", "zqxj", "hello-world42", "v1.2.3"] {
+        for w in ["chat.postMessage", "admin.apps.restricted.list"] {
+            assert!(is_vocabulary(w), "{w}");
+        }
+        for w in ["kavoru83", "octocat", "zqxj", "hello-world42", "v1.2.3", "example.com", "kavoru.dev"] {
             assert!(!is_vocabulary(w), "{w}");
         }
     }
