@@ -9,7 +9,7 @@
 mod bench;
 mod capture;
 mod damage;
-mod quality;
+pub mod quality;
 
 use anyhow::{bail, Context, Result};
 use std::path::{Path, PathBuf};

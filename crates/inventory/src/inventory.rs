@@ -189,15 +189,23 @@ impl Inventory {
         }
     }
 
-    /// Restore hosts saved by an earlier run.
-    pub fn restore(&mut self, name: &str, host: Host) {
+    /// Restore a host saved by an earlier run. Pinned and declared templates of the current
+    /// configuration apply to it from now on (a pinned literal splits future calls off a
+    /// learned variable).
+    pub fn restore(&mut self, name: &str, mut host: Host) {
         self.endpoints += host.endpoints;
         self.clock = self.clock.max(host.last_seen);
+        self.pin_into(name, &mut host);
         self.hosts.insert(name.into(), host);
     }
 
     fn new_host(&self, name: &str) -> Host {
         let mut h = Host::default();
+        self.pin_into(name, &mut h);
+        h
+    }
+
+    fn pin_into(&self, name: &str, h: &mut Host) {
         for (only, t) in &self.cfg.pins {
             if only.as_deref().is_none_or(|o| o == name) {
                 h.trie.pin(t);
@@ -212,7 +220,6 @@ impl Inventory {
                 }
             }
         }
-        h
     }
 
     /// Add one observation; events that became due are appended to `events`.
@@ -665,5 +672,20 @@ paths:
         assert_eq!(v.len(), 1);
         assert_eq!(v[0].template, "/orders/{id}");
         assert_eq!(v[0].endpoint.count, 2);
+        // A literal pinned in a later configuration splits future calls off the variable.
+        let saved: Vec<(String, String)> = back
+            .take_dirty()
+            .into_iter()
+            .map(|(n, h)| (n.to_string(), serde_json::to_string(h).unwrap()))
+            .collect();
+        let cfg = InventoryConfig { pins: vec![(None, "/orders/7".into())], ..InventoryConfig::default() };
+        let mut split = Inventory::new(cfg);
+        for (n, h) in saved {
+            split.restore(&n, serde_json::from_str(&h).unwrap());
+        }
+        split.observe(&obs(3, "GET", "/orders/7", 200), &mut ev);
+        split.observe(&obs(4, "GET", "/orders/8", 200), &mut ev);
+        let t: Vec<(String, u64)> = split.views().iter().map(|v| (v.template.clone(), v.endpoint.count)).collect();
+        assert_eq!(t, vec![("/orders/7".to_string(), 1), ("/orders/{id}".to_string(), 3)]);
     }
 }
