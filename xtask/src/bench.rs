@@ -631,7 +631,9 @@ fn inventory_memory(quick: bool) -> Result<()> {
     let syll = |rng: &mut crate::quality::Rng| -> String {
         const C: &[u8] = b"bcdfghjklmnprstvz";
         const V: &[u8] = b"aeiou";
-        (0..3 + rng.below(3)).flat_map(|_| [C[rng.below(17) as usize] as char, V[rng.below(5) as usize] as char]).collect()
+        (0..3 + rng.below(3))
+            .flat_map(|_| [C[rng.below(17) as usize] as char, V[rng.below(5) as usize] as char])
+            .collect()
     };
     let before = rss_bytes();
     let t2 = Instant::now();

@@ -673,11 +673,8 @@ paths:
         assert_eq!(v[0].template, "/orders/{id}");
         assert_eq!(v[0].endpoint.count, 2);
         // A literal pinned in a later configuration splits future calls off the variable.
-        let saved: Vec<(String, String)> = back
-            .take_dirty()
-            .into_iter()
-            .map(|(n, h)| (n.to_string(), serde_json::to_string(h).unwrap()))
-            .collect();
+        let saved: Vec<(String, String)> =
+            back.take_dirty().into_iter().map(|(n, h)| (n.to_string(), serde_json::to_string(h).unwrap())).collect();
         let cfg = InventoryConfig { pins: vec![(None, "/orders/7".into())], ..InventoryConfig::default() };
         let mut split = Inventory::new(cfg);
         for (n, h) in saved {

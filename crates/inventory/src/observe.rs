@@ -415,6 +415,93 @@ mod tests {
         assert!("nonsense".parse::<Cidr>().is_err());
     }
 
+    /// A message head from its start line parts and header fields.
+    fn head(line: [&str; 3], headers: &[(&str, &str)]) -> apiwatch_model::MessageHead {
+        use apiwatch_model::{MessageHead, Span};
+        let mut raw = Vec::new();
+        let mut span = |raw: &mut Vec<u8>, s: &str| {
+            let start = raw.len() as u32;
+            raw.extend_from_slice(s.as_bytes());
+            Span { start, end: raw.len() as u32 }
+        };
+        let line = [span(&mut raw, line[0]), span(&mut raw, line[1]), span(&mut raw, line[2])];
+        let headers = headers.iter().map(|(n, v)| (span(&mut raw, n), span(&mut raw, v))).collect();
+        MessageHead { raw, line, headers }
+    }
+
+    fn tx(client: &str, uri: &str, headers: &[(&str, &str)], body: &str) -> Transaction {
+        use apiwatch_model::{Message, Request, Response};
+        let mut req = Request::default();
+        req.msg = Message { head: head(["GET", uri, "HTTP/1.1"], headers), ts_first: 1_000_000, ..Message::default() };
+        let mut resp = Response { status: 200, ..Response::default() };
+        resp.msg = Message {
+            head: head(["HTTP/1.1", "200", "OK"], &[("Content-Type", "application/json; charset=utf-8")]),
+            ts_first: 3_500_000,
+            ..Message::default()
+        };
+        resp.msg.body.sample = body.as_bytes().to_vec();
+        Transaction {
+            conn_id: 1,
+            trans_depth: 1,
+            client: (client.parse().unwrap(), 40000),
+            server: ("10.0.0.5".parse().unwrap(), 8080),
+            community_id: "x".into(),
+            request: Some(Box::new(req)),
+            response: Some(Box::new(resp)),
+            flags: Default::default(),
+        }
+    }
+
+    #[test]
+    fn observes_a_transaction() {
+        let cfg = ObserveConfig { trusted_proxies: vec!["10.9.0.0/16".parse().unwrap()], ..ObserveConfig::default() };
+        let t = tx(
+            "10.9.1.1",
+            "/users/7?api_key=s3cret&page=2",
+            &[("Host", "API.Example.com:80"), ("X-Forwarded-For", "198.51.100.7, 10.9.3.3")],
+            r#"{"id":7}"#,
+        );
+        let o = Observation::of(&t, &cfg).unwrap();
+        assert_eq!(&*o.host, "api.example.com");
+        assert_eq!(&*o.path, "/users/7");
+        assert_eq!(o.auth, Auth::ApiKeyQuery("api_key".into()));
+        assert_eq!(
+            o.query.iter().map(|(k, kind)| (k.as_ref(), *kind)).collect::<Vec<_>>(),
+            vec![("api_key", Kind::String), ("page", Kind::Integer)]
+        );
+        assert_eq!(o.client, "198.51.100.7".parse::<IpAddr>().unwrap(), "nearest untrusted hop of X-Forwarded-For");
+        assert!(o.external);
+        assert_eq!(o.latency_us, Some(2500));
+        assert_eq!(o.resp_type.as_deref(), Some("application/json"));
+        assert!(o.resp_schema.is_some());
+
+        // Forwarded, from a trusted proxy; a session cookie.
+        let t = tx(
+            "10.9.1.1",
+            "/a",
+            &[
+                ("Host", "h"),
+                ("Forwarded", "for=\"[2001:db8::1]:4711\";proto=http"),
+                ("Cookie", "theme=dark; JSESSIONID=abc"),
+            ],
+            "",
+        );
+        let o = Observation::of(&t, &cfg).unwrap();
+        assert_eq!(o.client, "2001:db8::1".parse::<IpAddr>().unwrap());
+        assert_eq!(o.auth, Auth::SessionCookie("jsessionid".into()));
+
+        // The same headers from an untrusted peer are ignored: the peer is the client.
+        let t = tx("192.168.1.4", "/a", &[("X-Forwarded-For", "198.51.100.7"), ("Authorization", "Basic dTpw")], "");
+        let o = Observation::of(&t, &cfg).unwrap();
+        assert_eq!(o.client, "192.168.1.4".parse::<IpAddr>().unwrap());
+        assert!(!o.external);
+        assert_eq!(o.auth, Auth::Basic);
+        assert_eq!(&*o.host, "10.0.0.5:8080", "no Host header: the server address");
+
+        let t = tx("10.1.1.1", "/a", &[("X-Api-Key", "k")], "");
+        assert_eq!(Observation::of(&t, &cfg).unwrap().auth, Auth::ApiKeyHeader("x-api-key".into()));
+    }
+
     #[test]
     fn jwt() {
         // {"alg":"HS256","typ":"JWT"} . {"sub":"1"} . sig
