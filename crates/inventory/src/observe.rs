@@ -419,7 +419,7 @@ mod tests {
     fn head(line: [&str; 3], headers: &[(&str, &str)]) -> apiwatch_model::MessageHead {
         use apiwatch_model::{MessageHead, Span};
         let mut raw = Vec::new();
-        let mut span = |raw: &mut Vec<u8>, s: &str| {
+        let span = |raw: &mut Vec<u8>, s: &str| {
             let start = raw.len() as u32;
             raw.extend_from_slice(s.as_bytes());
             Span { start, end: raw.len() as u32 }
@@ -431,8 +431,9 @@ mod tests {
 
     fn tx(client: &str, uri: &str, headers: &[(&str, &str)], body: &str) -> Transaction {
         use apiwatch_model::{Message, Request, Response};
-        let mut req = Request::default();
-        req.msg = Message { head: head(["GET", uri, "HTTP/1.1"], headers), ts_first: 1_000_000, ..Message::default() };
+        let req = Request {
+            msg: Message { head: head(["GET", uri, "HTTP/1.1"], headers), ts_first: 1_000_000, ..Message::default() },
+        };
         let mut resp = Response { status: 200, ..Response::default() };
         resp.msg = Message {
             head: head(["HTTP/1.1", "200", "OK"], &[("Content-Type", "application/json; charset=utf-8")]),
