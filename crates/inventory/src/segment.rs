@@ -288,12 +288,16 @@ const TLDS: &[&str] =
     &["com", "org", "net", "io", "dev", "co", "app", "ai", "edu", "gov", "us", "uk", "de", "fr", "local", "internal"];
 
 /// A dotted identifier of code, as RPC-style APIs name their methods (`chat.postMessage`,
-/// `admin.apps.approve`): two or more alphabetic parts, not a domain name.
+/// `dnd.info`, `admin.apps.approve`): alphabetic parts, the last one camelCase or an API
+/// word. Not a domain name (`example.com`) nor a file (`report.json`).
 fn is_method_name(seg: &str) -> bool {
     let parts: Vec<&str> = seg.split('.').collect();
+    let last = parts[parts.len() - 1];
     parts.len() >= 2
+        && split_ext(seg).1.is_empty()
         && parts.iter().all(|p| !p.is_empty() && p.bytes().all(|c| c.is_ascii_alphabetic()))
-        && (seg.bytes().any(|c| c.is_ascii_uppercase()) || !TLDS.contains(&parts[parts.len() - 1]))
+        && !TLDS.contains(&last)
+        && (seg.bytes().any(|c| c.is_ascii_uppercase()) || known_word(last))
 }
 
 /// Every word of the segment (split at `-`, `_`, `.`, and camelCase humps) is API vocabulary,
@@ -373,10 +377,20 @@ mod tests {
         for w in ["users", "me", "createWithList", "check-runs", "v2", "v1beta1", "categories", "login", "pulls"] {
             assert!(is_vocabulary(w), "{w}");
         }
-        for w in ["chat.postMessage", "admin.apps.restricted.list"] {
+        for w in ["chat.postMessage", "admin.apps.restricted.list", "dnd.info"] {
             assert!(is_vocabulary(w), "{w}");
         }
-        for w in ["kavoru83", "octocat", "zqxj", "hello-world42", "v1.2.3", "example.com", "kavoru.dev"] {
+        for w in [
+            "kavoru83",
+            "octocat",
+            "zqxj",
+            "hello-world42",
+            "v1.2.3",
+            "example.com",
+            "kavoru.dev",
+            "zoicwyt.heb",
+            "darecu.json",
+        ] {
             assert!(!is_vocabulary(w), "{w}");
         }
     }
