@@ -12,7 +12,8 @@ use crate::segment::{classify, is_vocabulary, split_ext, Kind, Kinds};
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
 
-/// Distinct non-vocabulary literals at one place before their cardinality is judged.
+/// Distinct non-vocabulary literals at one place before their cardinality is judged (3/4 of
+/// them must have been called once).
 pub const MIN_SIBLINGS: usize = 12;
 /// With this many, a median of one call per value is enough (robust to hot values).
 pub const MANY_SIBLINGS: usize = 64;
@@ -258,16 +259,18 @@ impl Trie {
         if n < MIN_SIBLINGS {
             return;
         }
-        let total: u64 = hits.iter().sum();
-        let variable = (n as u64) * 4 >= total * 3 || n >= MAX_SIBLINGS || {
-            n >= MANY_SIBLINGS && {
-                let mid = n / 2;
-                *hits.select_nth_unstable(mid).1 <= 1
-            }
-        };
+        // Values are mostly seen once each; names repeat. Judged on the share of literals
+        // called once, so that a hot static sibling does not hide the values next to it.
+        let singletons = hits.iter().filter(|&&h| h <= 1).count();
+        let mid = n / 2;
+        let median = *hits.clone().select_nth_unstable(mid).1;
+        let variable = singletons * 4 >= n * 3 || n >= MAX_SIBLINGS || (n >= MANY_SIBLINGS && median <= 1);
         if variable {
             self.nodes[at as usize].variable = true;
-            self.merge_lits(at, &free, Learned::Cardinality, out);
+            // Literals called far more than the rest stay: static routes next to values.
+            let hot = (4 * median).max(8);
+            let merge: Vec<u32> = free.into_iter().filter(|&c| self.nodes[c as usize].hits < hot).collect();
+            self.merge_lits(at, &merge, Learned::Cardinality, out);
         }
     }
 
@@ -511,6 +514,19 @@ mod tests {
             }
         }
         assert_eq!(tpl(&mut t, "/api/hotel"), "/api/hotel");
+    }
+
+    #[test]
+    fn a_hot_static_sibling_stays_and_does_not_hide_values() {
+        let mut t = Trie::default();
+        for _ in 0..40 {
+            tpl(&mut t, "/meta/global/boxSkillsCards");
+        }
+        for i in 0..14 {
+            tpl(&mut t, &format!("/meta/global/tmpl{}x", (b'a' + i) as char));
+        }
+        assert_eq!(tpl(&mut t, "/meta/global/anything"), "/meta/global/{id}");
+        assert_eq!(tpl(&mut t, "/meta/global/boxSkillsCards"), "/meta/global/boxSkillsCards");
     }
 
     #[test]
