@@ -401,10 +401,10 @@ impl Batcher {
     /// Render what the engine completed.
     fn take(&mut self, engine: &mut Engine) {
         if engine.has_output() {
-            for tx in engine.drain() {
+            for mut tx in engine.drain() {
                 NdjsonOutput::render(&self.render, &tx, &mut self.buf);
                 self.records += 1;
-                if let Some(o) = self.observe.as_ref().and_then(|cfg| Observation::of(&tx, cfg)) {
+                if let Some(o) = self.observe.as_ref().and_then(|cfg| Observation::of(&mut tx, cfg)) {
                     self.obs.push(o);
                 }
             }

@@ -158,7 +158,7 @@ fn for_each_packet<'a>(
 }
 
 /// Write a transaction, then let the inventory observe it.
-fn emit(tx: &Transaction, out: &mut NdjsonOutput, inv: &mut Option<InventoryStage>) -> Result<()> {
+fn emit(tx: &mut Transaction, out: &mut NdjsonOutput, inv: &mut Option<InventoryStage>) -> Result<()> {
     out.transaction(tx)?;
     if let Some(i) = inv.as_mut() {
         if let Some(o) = Observation::of(tx, &i.observe) {
@@ -180,15 +180,15 @@ fn run_inline(
     let err = for_each_packet(caps, progress, &|| u64::MAX, |p, idx, _| {
         engine.packet(p.linktype, p.data, p.orig_len, p.ts_ns, idx);
         if engine.has_output() {
-            for tx in engine.drain() {
-                emit(&tx, out, inv)?;
+            for mut tx in engine.drain() {
+                emit(&mut tx, out, inv)?;
             }
         }
         Ok(())
     })?;
     engine.finish();
-    for tx in engine.drain() {
-        emit(&tx, out, inv)?;
+    for mut tx in engine.drain() {
+        emit(&mut tx, out, inv)?;
     }
     Ok((engine.stats(), err))
 }
@@ -257,7 +257,13 @@ fn shard_of(seg: &TcpSegment<'_>, n: usize) -> usize {
     ((h ^ (h >> 29)).wrapping_mul(0xbf58_476d_1ce4_e5b9) >> 32) as usize % n
 }
 
-fn render_into(r: &mut Rendered, opts: &RenderOptions, observe: Option<&ObserveConfig>, tx: &Transaction, idx: u64) {
+fn render_into(
+    r: &mut Rendered,
+    opts: &RenderOptions,
+    observe: Option<&ObserveConfig>,
+    tx: &mut Transaction,
+    idx: u64,
+) {
     NdjsonOutput::render(opts, tx, &mut r.text);
     // Records of the final flush (idx u64::MAX) are ordered by connection, as inline.
     let tie = if idx == u64::MAX { tx.conn_id } else { 0 };
@@ -302,8 +308,8 @@ fn worker(
                     };
                     streams.segment(&seg, s.ts, s.idx);
                     if streams.has_output() {
-                        for t in streams.drain() {
-                            render_into(&mut r, &opts, observe, &t, s.idx);
+                        for mut t in streams.drain() {
+                            render_into(&mut r, &opts, observe, &mut t, s.idx);
                         }
                     }
                 }
@@ -314,8 +320,8 @@ fn worker(
             None => {
                 r.end = u64::MAX;
                 streams.finish();
-                for t in streams.drain() {
-                    render_into(&mut r, &opts, observe, &t, u64::MAX);
+                for mut t in streams.drain() {
+                    render_into(&mut r, &opts, observe, &mut t, u64::MAX);
                 }
                 let _ = tx.send(r);
                 break;

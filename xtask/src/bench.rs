@@ -471,7 +471,6 @@ fn rss_bytes() -> u64 {
 /// response schema, fed straight to the inventory.
 fn inventory_memory(quick: bool) -> Result<()> {
     use apiwatch_inventory::observe::Auth;
-    use apiwatch_inventory::schema::Schema;
     use apiwatch_inventory::{Inventory, InventoryConfig, Observation};
     const W: &[&str] = &[
         "users",
@@ -526,10 +525,8 @@ fn inventory_memory(quick: bool) -> Result<()> {
         "statements",
     ];
     let target: usize = if quick { 20_000 } else { 100_000 };
-    let schema = Some(Schema::infer(
-        br#"{"id":1,"name":"x","tags":["a"],"owner":{"id":2,"email":"a@b.c"},"created":"2024-01-01T00:00:00Z"}"#,
-    ))
-    .flatten();
+    let body: &[u8] =
+        br#"{"id":1,"name":"x","tags":["a"],"owner":{"id":2,"email":"a@b.c"},"created":"2024-01-01T00:00:00Z"}"#;
     let mut inv = Inventory::new(InventoryConfig {
         max_endpoints: 200_000,
         max_endpoints_per_host: 50_000,
@@ -557,8 +554,9 @@ fn inventory_memory(quick: bool) -> Result<()> {
                         auth: Auth::Bearer,
                         external: n % 7 == 0,
                         client: "10.0.0.1".parse().expect("ip"),
-                        req_schema: None,
-                        resp_schema: schema.clone(),
+                        req_body: None,
+                        resp_body: Some(body.to_vec()),
+                        auth_label: "bearer".into(),
                     };
                     inv.observe(&o, &mut events);
                     reported += events.len();
@@ -591,8 +589,9 @@ fn inventory_memory(quick: bool) -> Result<()> {
             auth: Auth::Bearer,
             external: false,
             client: "10.0.0.1".parse().expect("ip"),
-            req_schema: None,
-            resp_schema: schema.clone(),
+            req_body: None,
+            resp_body: Some(body.to_vec()),
+            auth_label: "bearer".into(),
         };
         inv.observe(&o, &mut events);
         reported += events.len();
@@ -652,8 +651,9 @@ fn inventory_memory(quick: bool) -> Result<()> {
             auth: Auth::None,
             external: false,
             client: "10.0.0.2".parse().expect("ip"),
-            req_schema: None,
-            resp_schema: None,
+            req_body: None,
+            resp_body: None,
+            auth_label: "none".into(),
         };
         if i % 10 == 0 {
             o.method = "PUT".into();

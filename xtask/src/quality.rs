@@ -105,14 +105,68 @@ fn like(rng: &mut Rng, example: &str) -> String {
         .collect()
 }
 
-/// A value for a simple regular expression: literals, `[...]` classes, `\d`, `{n}` and
-/// `{n,m}`, `+`, `*`, `?`, anchors. `None` for anything else.
+/// A value for a simple regular expression: literals, `[...]` classes, `\d`, groups with
+/// alternatives `(a|b)`, `{n}` and `{n,m}`, `+`, `*`, `?`, anchors. `None` for anything else.
 fn from_pattern(rng: &mut Rng, pattern: &str) -> Option<String> {
     let p: Vec<char> = pattern.trim_start_matches('^').trim_end_matches('$').chars().collect();
+    let out = gen_seq(rng, &p, 0)?;
+    (!out.is_empty() && out.len() <= 200).then_some(out)
+}
+
+/// Index of the `)` closing the group opened at `open`.
+fn close_of(p: &[char], open: usize) -> Option<usize> {
+    let mut depth = 0;
+    for (i, &c) in p.iter().enumerate().skip(open) {
+        match c {
+            '(' => depth += 1,
+            ')' => {
+                depth -= 1;
+                if depth == 0 {
+                    return Some(i);
+                }
+            }
+            _ => {}
+        }
+    }
+    None
+}
+
+/// Pick one top-level alternative of `p` and generate it.
+fn gen_seq(rng: &mut Rng, p: &[char], depth: usize) -> Option<String> {
+    if depth > 4 {
+        return None;
+    }
+    let mut alts = Vec::new();
+    let (mut start, mut level) = (0, 0);
+    for (i, &c) in p.iter().enumerate() {
+        match c {
+            '(' => level += 1,
+            ')' => level -= 1,
+            '|' if level == 0 => {
+                alts.push(&p[start..i]);
+                start = i + 1;
+            }
+            _ => {}
+        }
+    }
+    alts.push(&p[start..]);
+    let alt = alts[rng.below(alts.len() as u64) as usize];
+    gen_atoms(rng, alt, depth)
+}
+
+fn gen_atoms(rng: &mut Rng, p: &[char], depth: usize) -> Option<String> {
     let mut out = String::new();
     let mut i = 0;
     while i < p.len() {
+        let mut group: Option<&[char]> = None;
         let set: Vec<char> = match p[i] {
+            '(' => {
+                let end = close_of(p, i)?;
+                let inner = &p[i + 1..end];
+                group = Some(inner.strip_prefix(&['?', ':']).unwrap_or(inner));
+                i = end + 1;
+                vec!['(']
+            }
             '[' => {
                 let end = p[i..].iter().position(|&c| c == ']')? + i;
                 let body = &p[i + 1..end];
@@ -134,7 +188,7 @@ fn from_pattern(rng: &mut Rng, pattern: &str) -> Option<String> {
                 i += 2;
                 ('0'..='9').collect()
             }
-            '(' | ')' | '|' | '.' => return None,
+            ')' | '|' | '.' => return None,
             c => {
                 i += 1;
                 vec![c]
@@ -169,10 +223,13 @@ fn from_pattern(rng: &mut Rng, pattern: &str) -> Option<String> {
         };
         let n = lo + rng.below(hi - lo + 1);
         for _ in 0..n {
-            out.push(*rng.pick(&set));
+            match group {
+                Some(g) => out.push_str(&gen_seq(rng, g, depth + 1)?),
+                None => out.push(*rng.pick(&set)),
+            }
         }
     }
-    (!out.is_empty() && out.len() <= 200).then_some(out)
+    Some(out)
 }
 
 /// A realistic random value for a declared parameter.
@@ -451,6 +508,11 @@ mod tests {
         let mut r = Rng::new(7);
         let v = from_pattern(&mut r, "^CA[0-9a-fA-F]{32}$").unwrap();
         assert!(v.starts_with("CA") && v.len() == 34, "{v}");
+        for _ in 0..20 {
+            let v = from_pattern(&mut r, "^(0|[1-9][0-9]*)$").unwrap();
+            assert!(v == "0" || (!v.starts_with('0') && v.bytes().all(|c| c.is_ascii_digit())), "{v}");
+        }
+        assert_eq!(from_pattern(&mut r, "^(?:ab){2}$").as_deref(), Some("abab"));
         assert_eq!(like(&mut r, "ab-12").len(), 5);
         assert_eq!(normalize("/a/{x}/b/{y}.json"), "/a/{}/b/{}.json");
         assert!(covers("/a/{}", "/a/me"));

@@ -141,7 +141,14 @@ pub struct Endpoint {
     /// A new-endpoint event was emitted for it.
     #[serde(default)]
     pub reported: bool,
+    /// Bodies whose schema was inferred (the first 16, then one call in 64).
+    #[serde(default)]
+    pub schema_samples: u64,
 }
+
+/// Schemas are inferred from the first bodies of an endpoint, then from one call in this many.
+pub const SCHEMA_EVERY: u64 = 64;
+pub const SCHEMA_FIRST: u64 = 16;
 
 impl Endpoint {
     pub fn observe(&mut self, o: &Observation) {
@@ -174,11 +181,19 @@ impl Endpoint {
                 self.query_overflow += 1;
             }
         }
-        merge_schema(&mut self.req_schema, o.req_schema.as_ref());
-        if (200..300).contains(&o.status) {
-            merge_schema(&mut self.resp_schema, o.resp_schema.as_ref());
+        if self.schema_samples < SCHEMA_FIRST || self.count % SCHEMA_EVERY == 0 {
+            let mut sampled = false;
+            if let Some(s) = o.req_body.as_deref().and_then(Schema::infer) {
+                merge_schema(&mut self.req_schema, Some(&s));
+                sampled = true;
+            }
+            if let Some(s) = o.resp_body.as_deref().filter(|_| (200..300).contains(&o.status)).and_then(Schema::infer) {
+                merge_schema(&mut self.resp_schema, Some(&s));
+                sampled = true;
+            }
+            self.schema_samples += sampled as u64;
         }
-        self.auth.add(&o.auth.label(), 1, MAX_AUTH);
+        self.auth.add(&o.auth_label, 1, MAX_AUTH);
         let c = class_of(o.status);
         if o.auth == Auth::None {
             self.unauthenticated[c] += 1;
@@ -230,6 +245,7 @@ impl Endpoint {
         };
         self.cleartext_calls += o.cleartext_calls;
         self.reported |= o.reported;
+        self.schema_samples += o.schema_samples;
     }
 
     /// Share of successful (2xx) calls that carried no credentials.

@@ -555,8 +555,9 @@ mod tests {
             auth: Auth::None,
             external: true,
             client: "203.0.113.9".parse().unwrap(),
-            req_schema: None,
-            resp_schema: None,
+            req_body: None,
+            resp_body: None,
+            auth_label: "none".into(),
         }
     }
 

@@ -1,7 +1,6 @@
 //! What one transaction tells the inventory, extracted where the transaction is (in the
 //! worker that parsed it), so the single inventory owner only aggregates.
 
-use crate::schema::Schema;
 use crate::segment::{classify, Kind};
 use apiwatch_model::Transaction;
 use std::net::IpAddr;
@@ -133,8 +132,12 @@ pub struct Observation {
     pub auth: Auth,
     pub external: bool,
     pub client: IpAddr,
-    pub req_schema: Option<Schema>,
-    pub resp_schema: Option<Schema>,
+    /// JSON bodies (complete samples), moved out of the transaction; the inventory infers
+    /// schemas from a sample of them.
+    pub req_body: Option<Vec<u8>>,
+    pub resp_body: Option<Vec<u8>>,
+    /// `auth.label()`, rendered once where the observation is made.
+    pub auth_label: Box<str>,
 }
 
 fn text(b: &[u8]) -> &str {
@@ -225,16 +228,47 @@ pub fn jwt_alg(token: &str) -> Option<Box<str>> {
     if parts.next().is_some() || h.len() > 2048 || p.is_empty() {
         return None;
     }
-    let header: serde_json::Value = serde_json::from_slice(&b64url_decode(h)?).ok()?;
-    let alg = header.get("alg")?.as_str()?;
-    let alg: String = alg.chars().filter(|c| c.is_ascii_alphanumeric()).take(16).collect();
-    Some(alg.into())
+    #[derive(serde::Deserialize)]
+    struct Header<'a> {
+        #[serde(borrow)]
+        alg: std::borrow::Cow<'a, str>,
+    }
+    // Tokens of one issuer share their header: remember the last one decoded (per thread).
+    thread_local! {
+        static LAST: std::cell::RefCell<(String, Option<Box<str>>)> = const { std::cell::RefCell::new((String::new(), None)) };
+    }
+    if let Some(hit) = LAST.with(|l| {
+        let l = l.borrow();
+        (l.0 == h).then(|| l.1.clone())
+    }) {
+        return hit;
+    }
+    let alg = b64url_decode(h).and_then(|raw| {
+        let header: Header<'_> = serde_json::from_slice(&raw).ok()?;
+        let alg: String = header.alg.chars().filter(|c| c.is_ascii_alphanumeric()).take(16).collect();
+        Some(Box::<str>::from(alg))
+    });
+    LAST.with(|l| *l.borrow_mut() = (h.to_string(), alg.clone()));
+    alg
 }
 
 fn classify_auth(tx: &Transaction, query: &[(Box<str>, Kind)]) -> Auth {
     let Some(req) = tx.request.as_deref() else { return Auth::None };
-    let head = &req.msg.head;
-    if let Some(v) = head.header("authorization") {
+    // One pass over the header fields: Authorization wins, then an API key header, then
+    // (after the query) a cookie.
+    let (mut authorization, mut key_header, mut cookie) = (None, None, None);
+    for (n, v) in req.msg.head.iter() {
+        if n.eq_ignore_ascii_case(b"authorization") {
+            authorization = Some(v);
+            break;
+        }
+        if key_header.is_none() && n.len() <= 26 && KEY_HEADERS.iter().any(|k| n.eq_ignore_ascii_case(k.as_bytes())) {
+            key_header = Some(n);
+        } else if cookie.is_none() && n.eq_ignore_ascii_case(b"cookie") {
+            cookie = Some(v);
+        }
+    }
+    if let Some(v) = authorization {
         let v = text(v).trim();
         let (scheme, cred) = v.split_once(' ').unwrap_or((v, ""));
         return if scheme.eq_ignore_ascii_case("basic") {
@@ -246,18 +280,15 @@ fn classify_auth(tx: &Transaction, query: &[(Box<str>, Kind)]) -> Auth {
             Auth::Scheme(s.to_ascii_lowercase().into())
         };
     }
-    for (n, _) in head.iter() {
-        let n = text(n);
-        if KEY_HEADERS.iter().any(|k| n.eq_ignore_ascii_case(k)) {
-            return Auth::ApiKeyHeader(n.to_ascii_lowercase().into());
-        }
+    if let Some(n) = key_header {
+        return Auth::ApiKeyHeader(text(n).to_ascii_lowercase().into());
     }
     for (n, _) in query {
         if KEY_PARAMS.iter().any(|k| n.eq_ignore_ascii_case(k)) {
             return Auth::ApiKeyQuery(n.clone());
         }
     }
-    if let Some(c) = head.header("cookie") {
+    if let Some(c) = cookie {
         let mut session = None;
         for pair in text(c).split(';') {
             let name = pair.split('=').next().unwrap_or("").trim().to_ascii_lowercase();
@@ -318,8 +349,25 @@ fn real_client(tx: &Transaction, cfg: &ObserveConfig) -> IpAddr {
 
 impl Observation {
     /// What `tx` tells the inventory; `None` for a transaction with no request (nothing to
-    /// key an endpoint on).
-    pub fn of(tx: &Transaction, cfg: &ObserveConfig) -> Option<Observation> {
+    /// key an endpoint on). JSON body samples are moved out of `tx` (render it first).
+    pub fn of(tx: &mut Transaction, cfg: &ObserveConfig) -> Option<Observation> {
+        let mut o = Observation::read(tx, cfg)?;
+        if cfg.schemas {
+            let take = |m: &mut apiwatch_model::Message, t: Option<&str>| {
+                (is_json(t) && !m.body.sample.is_empty() && !m.body.sample_truncated)
+                    .then(|| std::mem::take(&mut m.body.sample))
+            };
+            if let Some(r) = tx.request.as_deref_mut() {
+                o.req_body = take(&mut r.msg, o.req_type.as_deref());
+            }
+            if let Some(r) = tx.response.as_deref_mut() {
+                o.resp_body = take(&mut r.msg, o.resp_type.as_deref());
+            }
+        }
+        Some(o)
+    }
+
+    fn read(tx: &Transaction, cfg: &ObserveConfig) -> Option<Observation> {
         let req = tx.request.as_deref()?;
         let method = text(req.method());
         if method.is_empty() || method.len() > 32 || !method.bytes().all(|c| c.is_ascii_uppercase() || c == b'-') {
@@ -349,24 +397,19 @@ impl Observation {
         let resp = tx.response.as_deref();
         let req_type = req.msg.content_type().and_then(media_type);
         let resp_type = resp.and_then(|r| r.msg.content_type()).and_then(media_type);
-        let schema_of = |m: &apiwatch_model::Message, t: Option<&str>| {
-            if cfg.schemas && is_json(t) && !m.body.sample.is_empty() && !m.body.sample_truncated {
-                Schema::infer(&m.body.sample)
-            } else {
-                None
-            }
-        };
         let client = real_client(tx, cfg);
+        let auth = classify_auth(tx, &query);
         Some(Observation {
             ts: req.msg.ts_first,
-            auth: classify_auth(tx, &query),
+            auth_label: auth.label().into(),
+            auth,
             host,
             method: method.into(),
             path: path.into(),
             status: resp.map_or(0, |r| r.status),
             latency_us: resp.map(|r| ((r.msg.ts_first - req.msg.ts_first).max(0) / 1000) as u64),
-            req_schema: schema_of(&req.msg, req_type.as_deref()),
-            resp_schema: resp.and_then(|r| schema_of(&r.msg, resp_type.as_deref())),
+            req_body: None,
+            resp_body: None,
             req_type,
             resp_type,
             query,
@@ -456,13 +499,13 @@ mod tests {
     #[test]
     fn observes_a_transaction() {
         let cfg = ObserveConfig { trusted_proxies: vec!["10.9.0.0/16".parse().unwrap()], ..ObserveConfig::default() };
-        let t = tx(
+        let mut t = tx(
             "10.9.1.1",
             "/users/7?api_key=s3cret&page=2",
             &[("Host", "API.Example.com:80"), ("X-Forwarded-For", "198.51.100.7, 10.9.3.3")],
             r#"{"id":7}"#,
         );
-        let o = Observation::of(&t, &cfg).unwrap();
+        let o = Observation::of(&mut t, &cfg).unwrap();
         assert_eq!(&*o.host, "api.example.com");
         assert_eq!(&*o.path, "/users/7");
         assert_eq!(o.auth, Auth::ApiKeyQuery("api_key".into()));
@@ -474,10 +517,11 @@ mod tests {
         assert!(o.external);
         assert_eq!(o.latency_us, Some(2500));
         assert_eq!(o.resp_type.as_deref(), Some("application/json"));
-        assert!(o.resp_schema.is_some());
+        assert_eq!(o.resp_body.as_deref(), Some(&b"{\"id\":7}"[..]), "the JSON body moves into the observation");
+        assert!(t.response.as_ref().unwrap().msg.body.sample.is_empty());
 
         // Forwarded, from a trusted proxy; a session cookie.
-        let t = tx(
+        let mut t = tx(
             "10.9.1.1",
             "/a",
             &[
@@ -487,20 +531,21 @@ mod tests {
             ],
             "",
         );
-        let o = Observation::of(&t, &cfg).unwrap();
+        let o = Observation::of(&mut t, &cfg).unwrap();
         assert_eq!(o.client, "2001:db8::1".parse::<IpAddr>().unwrap());
         assert_eq!(o.auth, Auth::SessionCookie("jsessionid".into()));
 
         // The same headers from an untrusted peer are ignored: the peer is the client.
-        let t = tx("192.168.1.4", "/a", &[("X-Forwarded-For", "198.51.100.7"), ("Authorization", "Basic dTpw")], "");
-        let o = Observation::of(&t, &cfg).unwrap();
+        let mut t =
+            tx("192.168.1.4", "/a", &[("X-Forwarded-For", "198.51.100.7"), ("Authorization", "Basic dTpw")], "");
+        let o = Observation::of(&mut t, &cfg).unwrap();
         assert_eq!(o.client, "192.168.1.4".parse::<IpAddr>().unwrap());
         assert!(!o.external);
         assert_eq!(o.auth, Auth::Basic);
         assert_eq!(&*o.host, "10.0.0.5:8080", "no Host header: the server address");
 
-        let t = tx("10.1.1.1", "/a", &[("X-Api-Key", "k")], "");
-        assert_eq!(Observation::of(&t, &cfg).unwrap().auth, Auth::ApiKeyHeader("x-api-key".into()));
+        let mut t = tx("10.1.1.1", "/a", &[("X-Api-Key", "k")], "");
+        assert_eq!(Observation::of(&mut t, &cfg).unwrap().auth, Auth::ApiKeyHeader("x-api-key".into()));
     }
 
     #[test]
