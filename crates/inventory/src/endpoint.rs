@@ -181,7 +181,7 @@ impl Endpoint {
                 self.query_overflow += 1;
             }
         }
-        if self.schema_samples < SCHEMA_FIRST || self.count % SCHEMA_EVERY == 0 {
+        if self.schema_samples < SCHEMA_FIRST || self.count.is_multiple_of(SCHEMA_EVERY) {
             let mut sampled = false;
             if let Some(s) = o.req_body.as_deref().and_then(Schema::infer) {
                 merge_schema(&mut self.req_schema, Some(&s));
