@@ -58,6 +58,7 @@ pub struct InventorySection {
     pub max_endpoints: usize,
     pub max_endpoints_per_host: usize,
     pub max_nodes_per_host: usize,
+    pub max_nodes_total: usize,
 }
 
 /// One declared API: an OpenAPI 3.x or Swagger 2.0 file and the hosts it describes.
@@ -89,6 +90,7 @@ impl Default for InventorySection {
             max_endpoints: d.max_endpoints,
             max_endpoints_per_host: d.max_endpoints_per_host,
             max_nodes_per_host: d.max_nodes_per_host,
+            max_nodes_total: d.max_nodes_total,
         }
     }
 }
@@ -125,6 +127,7 @@ impl InventorySection {
             ("inventory.max_endpoints", self.max_endpoints),
             ("inventory.max_endpoints_per_host", self.max_endpoints_per_host),
             ("inventory.max_nodes_per_host", self.max_nodes_per_host),
+            ("inventory.max_nodes_total", self.max_nodes_total),
             ("inventory.save_interval_secs", self.save_interval_secs as usize),
         ] {
             if n == 0 {
@@ -165,6 +168,7 @@ impl InventorySection {
             max_endpoints: self.max_endpoints,
             max_endpoints_per_host: self.max_endpoints_per_host,
             max_nodes_per_host: self.max_nodes_per_host,
+            max_nodes_total: self.max_nodes_total,
             settle_ns: (self.settle_secs as i64).saturating_mul(1_000_000_000),
             inactive_ns: (self.inactive_days as i64).saturating_mul(86_400_000_000_000),
             pins,

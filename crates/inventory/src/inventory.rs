@@ -14,6 +14,8 @@ pub struct InventoryConfig {
     pub max_endpoints: usize,
     pub max_endpoints_per_host: usize,
     pub max_nodes_per_host: usize,
+    /// Template nodes of all hosts together.
+    pub max_nodes_total: usize,
     /// A new endpoint is reported once it has existed this long (packet time) without being
     /// merged into a template, or at the end of the input.
     pub settle_ns: i64,
@@ -33,6 +35,7 @@ impl Default for InventoryConfig {
             max_endpoints: 200_000,
             max_endpoints_per_host: 20_000,
             max_nodes_per_host: 50_000,
+            max_nodes_total: 2_000_000,
             settle_ns: 60_000_000_000,
             inactive_ns: 30 * 86_400 * 1_000_000_000,
             pins: Vec::new(),
@@ -161,6 +164,8 @@ pub struct Inventory {
     pub cfg: InventoryConfig,
     pub hosts: BTreeMap<Box<str>, Host>,
     pub endpoints: usize,
+    /// Live template nodes of all hosts.
+    pub nodes: usize,
     pub counters: Counters,
     /// Latest packet time seen: the inventory's clock.
     pub clock: i64,
@@ -181,6 +186,7 @@ impl Inventory {
             cfg,
             hosts: BTreeMap::new(),
             endpoints: 0,
+            nodes: 0,
             counters: Counters::default(),
             clock: i64::MIN,
             next_scan: i64::MIN,
@@ -196,6 +202,7 @@ impl Inventory {
         self.endpoints += host.endpoints;
         self.clock = self.clock.max(host.last_seen);
         self.pin_into(name, &mut host);
+        self.nodes += host.trie.live;
         self.hosts.insert(name.into(), host);
     }
 
@@ -232,11 +239,14 @@ impl Inventory {
                 return;
             }
             let h = self.new_host(&o.host);
+            self.nodes += h.trie.live;
             self.hosts.insert(o.host.clone(), h);
         }
-        let (max_nodes, per_host, max_all) =
-            (self.cfg.max_nodes_per_host, self.cfg.max_endpoints_per_host, self.cfg.max_endpoints);
+        let (per_host, max_all) = (self.cfg.max_endpoints_per_host, self.cfg.max_endpoints);
         let Some(host) = self.hosts.get_mut(o.host.as_ref()) else { return };
+        // This host may grow to its own cap, or as far as the global budget allows.
+        let before = host.trie.live;
+        let max_nodes = self.cfg.max_nodes_per_host.min(before + self.cfg.max_nodes_total.saturating_sub(self.nodes));
         if host.endpoints == 0 && host.first_seen == 0 {
             host.first_seen = o.ts;
         }
@@ -244,6 +254,7 @@ impl Inventory {
         host.dirty = true;
         self.learning.merged.clear();
         let at = host.trie.learn(&o.path, max_nodes, &mut self.learning);
+        self.nodes = (self.nodes + host.trie.live).saturating_sub(before);
         self.counters.nodes_capped += std::mem::take(&mut self.learning.capped);
         self.counters.segments_truncated += std::mem::take(&mut self.learning.truncated);
         let merged = host.apply(&self.learning);
@@ -655,6 +666,25 @@ paths:
         assert_eq!(inv.counters.hosts_dropped_cap, 20);
         assert!(inv.hosts.values().all(|h| h.endpoints <= 5));
         assert_eq!(inv.counters.endpoints_dropped_cap, 10);
+
+        // Template nodes: per host and in all, vocabulary included.
+        let cfg = InventoryConfig { max_nodes_per_host: 40, max_nodes_total: 100, ..InventoryConfig::default() };
+        let mut inv = Inventory::new(cfg);
+        let words = ["users", "orders", "items", "teams", "files", "tags", "jobs", "logs", "keys", "plans"];
+        for h in 0..5 {
+            for a in words {
+                for b in words {
+                    let mut o = obs(1, "GET", &format!("/{a}/{b}"), 200);
+                    o.host = format!("h{h}").into();
+                    inv.observe(&o, &mut ev);
+                }
+            }
+        }
+        // A node at the cap may still get its one variable child: at most twice the cap.
+        let live: Vec<usize> = inv.hosts.values().map(|h| h.trie.live).collect();
+        assert!(live.iter().all(|&n| n <= 80), "{live:?}");
+        assert!(inv.nodes <= 200 && inv.nodes == live.iter().sum::<usize>(), "{} {live:?}", inv.nodes);
+        assert!(inv.counters.nodes_capped > 0);
     }
 
     #[test]

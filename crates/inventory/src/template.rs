@@ -208,7 +208,8 @@ impl Trie {
         // A date or slug where dates or slugs were already found to vary.
         let soft_var = kind.is_soft() && self.nodes[at as usize].vars.iter().any(|(e, _)| e.as_ref() == ext);
         let id = kind.is_id() && depth > 0 || strict || soft_var;
-        if id || (self.nodes[at as usize].variable && !keep) || (self.live >= max_nodes && !keep) {
+        // At the node cap even vocabulary goes to a variable: nothing grows past the cap.
+        if id || (self.nodes[at as usize].variable && !keep) || self.live >= max_nodes {
             let learned = if id {
                 Learned::Shape
             } else if self.live >= max_nodes && !self.nodes[at as usize].variable {
@@ -217,7 +218,9 @@ impl Trie {
             } else {
                 Learned::Cardinality
             };
-            let c = self.var_child(at, ext);
+            // At the cap, one variable per node (no per-extension ones): a node may then
+            // add at most one child, so a trie never exceeds twice its cap.
+            let c = self.var_child(at, if self.live >= max_nodes { "" } else { ext });
             let ev = self.nodes[c as usize].evidence.get_or_insert_with(Box::default);
             ev.note(kind, stem);
             if ev.learned.is_none() || learned == Learned::Shape && ev.learned == Some(Learned::Cardinality) {
