@@ -533,6 +533,24 @@ fn inventory_memory(quick: bool) -> Result<()> {
         ..InventoryConfig::default()
     });
     let before = rss_bytes();
+    // Call number `n`: `m /api/a/b` on host `svc<h>`, answered with `body`.
+    let call = |n: usize, h: usize, m: &str, a: &str, b: &str| Observation {
+        ts: n as i64 * 1000,
+        host: format!("svc{h}.internal").into(),
+        method: m.into(),
+        path: format!("/api/{a}/{b}").into(),
+        status: 200,
+        latency_us: Some(800 + (n as u64 % 500)),
+        req_type: None,
+        resp_type: Some("application/json".into()),
+        query: Vec::new(),
+        auth: Auth::Bearer,
+        external: n % 7 == 0,
+        client: "10.0.0.1".parse().expect("ip"),
+        req_body: None,
+        resp_body: Some(body.to_vec()),
+        auth_label: "bearer".into(),
+    };
     let mut events = Vec::new();
     let mut reported = 0usize;
     let mut n = 0usize;
@@ -541,23 +559,7 @@ fn inventory_memory(quick: bool) -> Result<()> {
         for a in W {
             for b in W {
                 for m in ["GET", "POST", "PUT", "DELETE"] {
-                    let o = Observation {
-                        ts: n as i64 * 1000,
-                        host: format!("svc{h}.internal").into(),
-                        method: m.into(),
-                        path: format!("/api/{a}/{b}").into(),
-                        status: 200,
-                        latency_us: Some(800 + (n as u64 % 500)),
-                        req_type: None,
-                        resp_type: Some("application/json".into()),
-                        query: Vec::new(),
-                        auth: Auth::Bearer,
-                        external: n % 7 == 0,
-                        client: "10.0.0.1".parse().expect("ip"),
-                        req_body: None,
-                        resp_body: Some(body.to_vec()),
-                        auth_label: "bearer".into(),
-                    };
+                    let o = call(n, h, m, a, b);
                     inv.observe(&o, &mut events);
                     reported += events.len();
                     events.clear();
@@ -574,25 +576,9 @@ fn inventory_memory(quick: bool) -> Result<()> {
     let t1 = Instant::now();
     let mut again = 0usize;
     for i in 0..n {
-        let a = W[(i / 4) % W.len()];
-        let b = W[(i / 4 / W.len()) % W.len()];
-        let o = Observation {
-            ts: (n + i) as i64 * 1000,
-            host: format!("svc{}.internal", i / (W.len() * W.len() * 4)).into(),
-            method: ["GET", "POST", "PUT", "DELETE"][i % 4].into(),
-            path: format!("/api/{a}/{b}").into(),
-            status: 200,
-            latency_us: Some(900),
-            req_type: None,
-            resp_type: Some("application/json".into()),
-            query: Vec::new(),
-            auth: Auth::Bearer,
-            external: false,
-            client: "10.0.0.1".parse().expect("ip"),
-            req_body: None,
-            resp_body: Some(body.to_vec()),
-            auth_label: "bearer".into(),
-        };
+        // The same (host, method, path) as call i of the first pass.
+        let (b, a) = (W[(i / 4) % W.len()], W[(i / 4 / W.len()) % W.len()]);
+        let o = call(n + i, i / (W.len() * W.len() * 4), ["GET", "POST", "PUT", "DELETE"][i % 4], a, b);
         inv.observe(&o, &mut events);
         reported += events.len();
         events.clear();
