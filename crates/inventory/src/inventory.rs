@@ -297,22 +297,25 @@ impl Inventory {
     fn scan(&mut self, all: bool, events: &mut Vec<InventoryEvent>) {
         self.next_scan = self.clock.saturating_add(self.cfg.settle_ns / 4);
         let due = self.clock.saturating_sub(self.cfg.settle_ns);
-        let mut found: Vec<(Box<str>, u32, Box<str>, u32)> = Vec::new();
+        // Due endpoints, by host and template; templates are built for those only.
+        /// (host, template, node, method, endpoint slot)
+        type Due = (Box<str>, String, u32, Box<str>, u32);
+        let mut found: Vec<Due> = Vec::new();
         for (name, h) in &self.hosts {
-            for (_, node) in h.trie.endpoint_nodes() {
-                for (m, slot) in &h.trie.nodes[node as usize].endpoints {
-                    if let Some(e) = h.endpoint(*slot) {
-                        if !e.reported && (all || e.first_seen <= due) {
-                            found.push((name.clone(), node, m.clone(), *slot));
-                        }
+            let start = found.len();
+            for (node, n) in h.trie.nodes.iter().enumerate() {
+                for (m, slot) in &n.endpoints {
+                    if h.endpoint(*slot).is_some_and(|e| !e.reported && (all || e.first_seen <= due)) {
+                        found.push((name.clone(), h.trie.template(node as u32), node as u32, m.clone(), *slot));
                     }
                 }
             }
+            // Stable: a node's methods keep their order.
+            found[start..].sort_by(|a, b| a.1.cmp(&b.1));
         }
-        for (name, node, method, slot) in found {
+        for (name, template, node, method, slot) in found {
             let Some(h) = self.hosts.get(name.as_ref()) else { continue };
             let Some(e) = h.endpoint(slot) else { continue };
-            let template = h.trie.template(node);
             let posture = self.posture(&name, &method, &template, e);
             let event = match posture.standing {
                 Standing::Shadow => "shadow_endpoint",
