@@ -76,6 +76,30 @@ fn start(l: &Lab, config: &Path) -> (Proc, mpsc::Receiver<String>) {
     (Proc(child), rx)
 }
 
+/// apiwatch capturing in `l` with `backend` on `ports`, records to `<dir>/out.jsonl`, its
+/// state in `<dir>/state`; started and given time to open capture.
+struct Capturing {
+    dir: tempfile::TempDir,
+    out: PathBuf,
+    apiwatch: Proc,
+    log: mpsc::Receiver<String>,
+}
+
+fn capturing(l: &Lab, backend: &str, ports: &[u16]) -> Capturing {
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("out.jsonl");
+    let cfg = config_for(dir.path(), l, backend, ports, &out);
+    let (apiwatch, log) = start(l, &cfg);
+    wait_for(&log, "capturing");
+    std::thread::sleep(Duration::from_millis(300));
+    Capturing { dir, out, apiwatch, log }
+}
+
+/// The test API server's base URL.
+fn base() -> String {
+    format!("http://{}:8080", lab::SRV4)
+}
+
 fn wait_for(rx: &mpsc::Receiver<String>, needle: &str) {
     let deadline = Instant::now() + Duration::from_secs(10);
     while Instant::now() < deadline {
@@ -243,13 +267,8 @@ fn run_and_check(backend: &str) {
     let _serial = if backend == "ebpf" { Some(EBPF_TESTS.lock().unwrap_or_else(|e| e.into_inner())) } else { None };
     let Some(l) = lab_or_skip() else { return };
     let _srv = api_server(&l);
-    let dir = tempfile::tempdir().unwrap();
-    let out = dir.path().join("out.jsonl");
-    let cfg = config_for(dir.path(), &l, backend, &[8080], &out);
-    let (mut apiwatch, log) = start(&l, &cfg);
-    wait_for(&log, "capturing");
-    std::thread::sleep(Duration::from_millis(300));
-    let base = format!("http://{}:8080", lab::SRV4);
+    let Capturing { dir, out, mut apiwatch, log: _ } = capturing(&l, backend, &[8080]);
+    let base = base();
     if backend == "ebpf" {
         if let Some(n) = loaded_capture_programs() {
             assert_eq!(n, 2, "ingress and egress programs are loaded while running");
@@ -300,13 +319,8 @@ fn run_and_check(backend: &str) {
 fn sighup_applies_a_new_port_list() {
     let Some(l) = lab_or_skip() else { return };
     let _srv = api_server(&l);
-    let dir = tempfile::tempdir().unwrap();
-    let out = dir.path().join("out.jsonl");
-    let cfg = config(dir.path(), &l, &[9999], &out);
-    let (mut apiwatch, log) = start(&l, &cfg);
-    wait_for(&log, "capturing");
-    std::thread::sleep(Duration::from_millis(300));
-    let base = format!("http://{}:8080", lab::SRV4);
+    let Capturing { dir, out, mut apiwatch, log } = capturing(&l, "pcap", &[9999]);
+    let base = base();
     let before = curl(&l, &[&format!("GET {base}/users/1")]);
     assert_eq!(before.len(), 1);
     // New ports, and a new output file (the old one is closed: rotation).
@@ -403,13 +417,8 @@ fn capture_survives_the_interface_going_away_and_coming_back() {
         let _serial = (backend == "ebpf").then(|| EBPF_TESTS.lock().unwrap_or_else(|e| e.into_inner()));
         let Some(l) = lab_or_skip() else { return };
         let _srv = api_server(&l);
-        let dir = tempfile::tempdir().unwrap();
-        let out = dir.path().join("out.jsonl");
-        let cfg = config_for(dir.path(), &l, backend, &[8080], &out);
-        let (mut apiwatch, log) = start(&l, &cfg);
-        wait_for(&log, "capturing");
-        std::thread::sleep(Duration::from_millis(300));
-        let base = format!("http://{}:8080", lab::SRV4);
+        let Capturing { dir: _dir, out, mut apiwatch, log } = capturing(&l, backend, &[8080]);
+        let base = base();
         let mut did = curl(&l, &[&format!("GET {base}/users/1")]);
         l.bounce_link(Duration::from_millis(1500)).unwrap();
         wait_for(&log, "interface is back");
