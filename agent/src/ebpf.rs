@@ -143,13 +143,14 @@ impl EbpfCapture {
         self.ring.as_raw_fd()
     }
 
-    /// Hand every waiting record to `f` as a segment, with its wall-clock time. Returns the
-    /// number of records.
-    pub fn drain(&mut self, mut f: impl FnMut(&TcpSegment<'_>, i64)) -> usize {
+    /// Hand every waiting record to `f` as a segment, with its wall-clock time and the
+    /// length of the packet on the wire (headers included; 0 for the second and later records
+    /// of a segment cut into chunks). Returns the number of records.
+    pub fn drain(&mut self, mut f: impl FnMut(&TcpSegment<'_>, i64, u64)) -> usize {
         let mut n = 0;
         while let Some(item) = self.ring.next() {
-            if let Some((seg, ts)) = parse(&item, self.mono_to_real) {
-                f(&seg, ts);
+            if let Some((seg, ts, wire)) = parse(&item, self.mono_to_real) {
+                f(&seg, ts, wire);
             }
             n += 1;
         }
@@ -158,7 +159,7 @@ impl EbpfCapture {
 }
 
 /// A ring record: the header of `struct rec_hdr`, then `len` payload bytes.
-fn parse(rec: &[u8], mono_to_real: i64) -> Option<(TcpSegment<'_>, i64)> {
+fn parse(rec: &[u8], mono_to_real: i64) -> Option<(TcpSegment<'_>, i64, u64)> {
     let h = rec.get(..HEADER)?;
     let u32_at = |o: usize| u32::from_ne_bytes([h[o], h[o + 1], h[o + 2], h[o + 3]]);
     let u16_at = |o: usize| u16::from_ne_bytes([h[o], h[o + 1]]);
@@ -189,5 +190,6 @@ fn parse(rec: &[u8], mono_to_real: i64) -> Option<(TcpSegment<'_>, i64)> {
             tunnel_depth: 0,
         },
         ts,
+        u64::from(u32_at(68)),
     ))
 }

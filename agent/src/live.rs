@@ -81,6 +81,8 @@ struct IfaceState {
 struct Shared {
     ifaces: Mutex<BTreeMap<String, IfaceState>>,
     output_records: AtomicU64,
+    /// How long the last batch written waited from its first record's completion (µs).
+    output_lag_us: AtomicU64,
     output_dropped: AtomicU64,
     output_queued: AtomicU64,
     reloads: AtomicU64,
@@ -91,9 +93,9 @@ struct Shared {
 }
 
 enum OutMsg {
-    /// Rendered records, their count, what they tell the inventory, and the capture time
-    /// of the batch.
-    Records(Vec<u8>, u64, Vec<Observation>, i64),
+    /// Rendered records, their count, what they tell the inventory, the capture time of
+    /// the batch, and when its first record was completed (for the output lag).
+    Records(Vec<u8>, u64, Vec<Observation>, i64, Instant),
     Reopen(Option<PathBuf>),
 }
 
@@ -288,10 +290,11 @@ fn output_thread(
     loop {
         crossbeam_channel::select! {
             recv(rx) -> msg => match msg {
-                Ok(OutMsg::Records(bytes, n, obs, ts)) => {
+                Ok(OutMsg::Records(bytes, n, obs, ts, born)) => {
                     shared.output_queued.fetch_sub(1, Ordering::Relaxed);
                     out.raw(&bytes, n)?;
                     shared.output_records.fetch_add(n, Ordering::Relaxed);
+                    shared.output_lag_us.store(born.elapsed().as_micros() as u64, Ordering::Relaxed);
                     if let Some(stage) = inventory.as_mut() {
                         for o in &obs {
                             stage.observe(o, &mut out)?;
@@ -381,6 +384,8 @@ struct Batcher {
     shared: Arc<Shared>,
     buf: Vec<u8>,
     records: u64,
+    /// When the first record of the batch was completed.
+    born: Instant,
     last_send: Instant,
 }
 
@@ -394,6 +399,7 @@ impl Batcher {
             shared,
             buf: Vec::with_capacity(BATCH_BYTES + (64 << 10)),
             records: 0,
+            born: Instant::now(),
             last_send: Instant::now(),
         }
     }
@@ -402,6 +408,9 @@ impl Batcher {
     fn take(&mut self, engine: &mut Engine) {
         if engine.has_output() {
             for mut tx in engine.drain() {
+                if self.records == 0 {
+                    self.born = Instant::now();
+                }
                 NdjsonOutput::render(&self.render, &tx, &mut self.buf);
                 self.records += 1;
                 if let Some(o) = self.observe.as_ref().and_then(|cfg| Observation::of(&mut tx, cfg)) {
@@ -425,7 +434,7 @@ impl Batcher {
         let obs = std::mem::take(&mut self.obs);
         self.shared.output_queued.fetch_add(1, Ordering::Relaxed);
         if let Err(TrySendError::Full(_) | TrySendError::Disconnected(_)) =
-            self.out.try_send(OutMsg::Records(bytes, n, obs, now_ns()))
+            self.out.try_send(OutMsg::Records(bytes, n, obs, now_ns(), self.born))
         {
             self.shared.output_queued.fetch_sub(1, Ordering::Relaxed);
             self.shared.output_dropped.fetch_add(n, Ordering::Relaxed);
@@ -438,7 +447,7 @@ impl Batcher {
             return;
         }
         self.shared.output_queued.fetch_add(1, Ordering::Relaxed);
-        let msg = OutMsg::Records(self.buf, self.records, self.obs, now_ns());
+        let msg = OutMsg::Records(self.buf, self.records, self.obs, now_ns(), self.born);
         if self.out.send_timeout(msg, Duration::from_secs(2)).is_err() {
             self.shared.output_queued.fetch_sub(1, Ordering::Relaxed);
             self.shared.output_dropped.fetch_add(self.records, Ordering::Relaxed);
@@ -580,8 +589,7 @@ fn ebpf_thread(name: String, mut cap: crate::ebpf::EbpfCapture, ctx: ThreadCtx) 
             // SAFETY: one valid pollfd, for the duration of the call.
             unsafe { libc::poll(&mut pfd, 1, 5) };
         }
-        let n = cap.drain(|seg, ts| {
-            let wire = seg.payload.len() as u64 + 54;
+        let n = cap.drain(|seg, ts, wire| {
             engine.segment(seg, wire, ts, idx);
             idx += 1;
             batcher.take(&mut engine);
@@ -706,6 +714,7 @@ fn metrics_text(shared: &Shared) -> String {
         ("apiwatch_output_records_total", "counter", shared.output_records.load(Ordering::Relaxed)),
         ("apiwatch_output_dropped_records_total", "counter", shared.output_dropped.load(Ordering::Relaxed)),
         ("apiwatch_output_queued_batches", "gauge", shared.output_queued.load(Ordering::Relaxed)),
+        ("apiwatch_output_lag_microseconds", "gauge", shared.output_lag_us.load(Ordering::Relaxed)),
         ("apiwatch_config_reloads_total", "counter", shared.reloads.load(Ordering::Relaxed)),
         ("apiwatch_inventory_endpoints", "gauge", shared.inventory_endpoints.load(Ordering::Relaxed)),
         ("apiwatch_inventory_hosts", "gauge", shared.inventory_hosts.load(Ordering::Relaxed)),

@@ -206,6 +206,26 @@ fn check_inventory(out: &Path, state: &Path) {
     assert_eq!(stored, expected, "the state directory holds the inventory");
 }
 
+/// Bytes received plus sent by the server's interface.
+fn iface_bytes(l: &Lab) -> u64 {
+    ["rx_bytes", "tx_bytes"]
+        .iter()
+        .map(|what| {
+            let path = format!("/sys/class/net/{}/statistics/{what}", l.srv_if);
+            let o = l.cmd(&l.srv, "cat").arg(path).output().unwrap();
+            String::from_utf8_lossy(&o.stdout).trim().parse::<u64>().unwrap()
+        })
+        .sum()
+}
+
+/// The sum of a metric's samples in a Prometheus exposition.
+fn metric_value(text: &str, name: &str) -> u64 {
+    text.lines()
+        .filter(|l| l.starts_with(name) && l[name.len()..].starts_with(['{', ' ']))
+        .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+        .sum::<f64>() as u64
+}
+
 fn signal(p: &Proc, sig: &str) {
     let ok = Command::new("kill").args([sig, &p.0.id().to_string()]).status().unwrap().success();
     assert!(ok, "kill {sig}");
@@ -282,14 +302,25 @@ fn run_and_check(backend: &str) {
                 format!("{m} {base}{p}")
             })
             .collect();
+    let iface0 = iface_bytes(&l);
     let did = curl(&l, &requests.iter().map(String::as_str).collect::<Vec<_>>());
     assert_eq!(did.len(), 7);
     std::thread::sleep(Duration::from_millis(1500));
+    let iface = iface_bytes(&l) - iface0;
     // Metrics and health, from inside the namespace (its loopback).
     let m = l.cmd(&l.srv, "curl").args(["-s", "http://127.0.0.1:19464/metrics"]).output().unwrap();
     let metrics = String::from_utf8_lossy(&m.stdout);
     assert!(metrics.contains("apiwatch_http_transactions_total{interface="), "{metrics}");
     assert!(metrics.contains("apiwatch_capture_drops_total{"), "{metrics}");
+    assert!(metrics.contains("\napiwatch_output_lag_microseconds "), "{metrics}");
+    // Bytes on the wire as captured, against the interface's own counters: the only other
+    // traffic on the link is neighbour discovery, a few hundred bytes.
+    let wire = metric_value(&metrics, "apiwatch_packets_wire_bytes_total");
+    eprintln!("{backend}: {wire} wire bytes captured, {iface} counted by the interface");
+    assert!(
+        wire <= iface && wire + 2000 >= iface,
+        "{backend}: captured {wire} wire bytes, the interface counted {iface}"
+    );
     let h = l
         .cmd(&l.srv, "curl")
         .args(["-s", "-o", "/dev/null", "-w", "%{http_code}", "http://127.0.0.1:19464/health"])

@@ -42,7 +42,8 @@ struct rec_hdr {
 	__u8 flags;       // TCP flags (FIN only on the last record of a segment)
 	__u8 family;      // 4 or 6
 	__u8 direction;   // 0 ingress, 1 egress
-	__u8 pad[7];
+	__u8 pad[3];
+	__u32 wire_len;   // skb->len on the first record of a segment (headers included), 0 on the others
 };
 
 struct rec_small {
@@ -160,6 +161,7 @@ static __always_inline int handle(struct __sk_buff *skb, __u8 direction)
 	h.ifindex = skb->ifindex;
 	h.seg_len = total;
 	h.direction = direction;
+	h.wire_len = skb->len;
 
 	// Lengths handed to bpf_skb_load_bytes must be provably in [1, size]: records carry at
 	// most size - 1 bytes (sizes are powers of two) and the length is masked, which the
@@ -202,6 +204,8 @@ static __always_inline int handle(struct __sk_buff *skb, __u8 direction)
 		}
 		r->h = h;
 		r->h.seq = h.seq + done;
+		if (done > 0)
+			r->h.wire_len = 0;
 		r->h.len = n;
 		// SYN only on the first record, FIN only on the last.
 		r->h.flags = flags & ~((done > 0 ? TCP_FLAG_SYN_BIT : 0) | (done + n < total ? TCP_FLAG_FIN_BIT : 0));
