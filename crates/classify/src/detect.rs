@@ -1,0 +1,699 @@
+//! Detection in one value (a JSON string, a parameter, a header, a run of text), given the
+//! name it was found under.
+//!
+//! One pass finds candidates whatever the number of types: an Aho-Corasick automaton over
+//! the literal anchors of the prefixed formats (`AKIA`, `ghp_`, `eyJ`, `@`, `-----BEGIN`,
+//! ...), then one walk over the value's tokens (digit runs with separators, alphanumeric
+//! words). Each candidate is checked by its validator, and the name it sits under
+//! (`card_number`, `dob`, `version`) raises, lowers or vetoes the confidence.
+
+use crate::mask;
+use crate::types::{DataType, Finding, Location};
+use crate::validate;
+use aho_corasick::{AhoCorasick, MatchKind};
+
+/// What the field name says.
+#[derive(Debug, Default, Clone, Copy)]
+pub(crate) struct Context {
+    card: bool,
+    ssn: bool,
+    routing: bool,
+    phone: bool,
+    dob: bool,
+    passport: bool,
+    nino: bool,
+    aadhaar: bool,
+    dni: bool,
+    bsn: bool,
+    iban: bool,
+    password: bool,
+    secret: bool,
+    aws_secret: bool,
+    session: bool,
+    /// Names of things that are numbers but not personal data: ids, orders, tracking, times,
+    /// versions.
+    not_personal: bool,
+    version: bool,
+}
+
+impl Context {
+    pub(crate) fn of(name: &str) -> Context {
+        let mut n = String::with_capacity(name.len());
+        for c in name.chars() {
+            if c.is_ascii_alphanumeric() {
+                n.push(c.to_ascii_lowercase());
+            }
+        }
+        let has = |w: &[&str]| w.iter().any(|x| n.contains(x));
+        let password = has(&["password", "passwd", "passphrase", "pwd"]);
+        Context {
+            card: has(&["card", "ccnum", "creditcard", "pan", "cardnumber"]) && !has(&["pantone", "company"]),
+            ssn: has(&["ssn", "socialsecurity", "taxpayer", "itin"]),
+            routing: has(&["routing", "aba", "rtn"]),
+            phone: has(&["phone", "mobile", "tel", "fax", "msisdn", "cell"]),
+            dob: has(&["birth", "dob", "bday"]),
+            passport: has(&["passport"]),
+            nino: has(&["nino", "nationalinsurance", "insurancenumber"]),
+            aadhaar: has(&["aadhaar", "aadhar", "uidai"]),
+            dni: has(&["dni", "nie", "nif"]),
+            bsn: has(&["bsn", "burgerservice"]),
+            iban: has(&["iban", "bankaccount", "account"]),
+            password,
+            secret: !password
+                && (has(&[
+                    "secret",
+                    "apikey",
+                    "privatekey",
+                    "accesstoken",
+                    "refreshtoken",
+                    "clientsecret",
+                    "authtoken",
+                ]) || n == "token"
+                    || n == "key"),
+            aws_secret: has(&["awssecret", "secretaccesskey", "secretkey"]),
+            session: has(&["session", "sessid", "sid"]) || n == "connectsid",
+            not_personal: n == "id"
+                || n.ends_with("id") && !has(&["paypal"])
+                || has(&[
+                    "order",
+                    "tracking",
+                    "invoice",
+                    "sku",
+                    "isbn",
+                    "upc",
+                    "ean",
+                    "timestamp",
+                    "created",
+                    "updated",
+                    "time",
+                    "count",
+                    "total",
+                    "amount",
+                    "price",
+                    "version",
+                    "build",
+                    "serial",
+                    "reference",
+                    "transaction",
+                    "shipment",
+                    "ticket",
+                    "offset",
+                    "limit",
+                    "page",
+                    "size",
+                    "port",
+                ]),
+            version: has(&["version", "build", "release"]),
+        }
+    }
+}
+
+/// A type from the configuration: a regular expression, an optional validator, and
+/// keywords of which one must be in the field name (if any are given).
+#[derive(Debug, Clone)]
+pub struct CustomType {
+    pub name: String,
+    pub regex: regex::Regex,
+    pub validator: Option<Validator>,
+    pub keywords: Vec<String>,
+}
+
+/// Validators a custom type may name.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Validator {
+    Luhn,
+    Iban,
+    Mod97,
+    Verhoeff,
+}
+
+impl std::str::FromStr for Validator {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Validator, String> {
+        match s {
+            "luhn" => Ok(Validator::Luhn),
+            "iban" => Ok(Validator::Iban),
+            "mod97" => Ok(Validator::Mod97),
+            "verhoeff" => Ok(Validator::Verhoeff),
+            _ => Err(format!("unknown validator `{s}` (luhn, iban, mod97, verhoeff)")),
+        }
+    }
+}
+
+impl Validator {
+    fn check(self, v: &str) -> bool {
+        let d: Vec<u8> = v.bytes().filter(u8::is_ascii_alphanumeric).collect();
+        match self {
+            Validator::Luhn => validate::luhn(&d),
+            Validator::Iban => validate::iban(&d),
+            Validator::Mod97 => {
+                d.iter().all(u8::is_ascii_digit) && d.iter().fold(0u32, |r, &c| (r * 10 + (c - b'0') as u32) % 97) == 1
+            }
+            Validator::Verhoeff => validate::aadhaar(&d),
+        }
+    }
+}
+
+/// Settings of the classifier.
+#[derive(Debug, Clone)]
+pub struct Config {
+    /// Key of the keyed hashes (HMAC-SHA256), so that the same value can be correlated
+    /// across findings and agents sharing the key, without being revealed.
+    pub hash_key: Vec<u8>,
+    /// Mask values (the default). Off only for local debugging: findings then carry values
+    /// in clear.
+    pub redact: bool,
+    pub custom: Vec<CustomType>,
+    /// Findings kept per scanned message at most.
+    pub max_findings: usize,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Config { hash_key: b"apiwatch-default-key".to_vec(), redact: true, custom: Vec::new(), max_findings: 64 }
+    }
+}
+
+#[derive(Clone, Copy)]
+enum Anchor {
+    AwsKey,
+    Github,
+    GithubPat,
+    Gitlab,
+    Slack,
+    Stripe,
+    Google,
+    Jwt,
+    Pem,
+    At,
+    AzureKey,
+    Sas,
+}
+
+const ANCHORS: &[(&str, Anchor)] = &[
+    ("AKIA", Anchor::AwsKey),
+    ("ASIA", Anchor::AwsKey),
+    ("ghp_", Anchor::Github),
+    ("gho_", Anchor::Github),
+    ("ghu_", Anchor::Github),
+    ("ghs_", Anchor::Github),
+    ("ghr_", Anchor::Github),
+    ("github_pat_", Anchor::GithubPat),
+    ("glpat-", Anchor::Gitlab),
+    ("xoxb-", Anchor::Slack),
+    ("xoxp-", Anchor::Slack),
+    ("xoxa-", Anchor::Slack),
+    ("xoxr-", Anchor::Slack),
+    ("xoxs-", Anchor::Slack),
+    ("sk_live_", Anchor::Stripe),
+    ("rk_live_", Anchor::Stripe),
+    ("sk_test_", Anchor::Stripe),
+    ("AIza", Anchor::Google),
+    ("eyJ", Anchor::Jwt),
+    ("-----BEGIN", Anchor::Pem),
+    ("@", Anchor::At),
+    ("AccountKey=", Anchor::AzureKey),
+    ("sig=", Anchor::Sas),
+];
+
+/// The classifier: built once, shared read-only by whoever scans.
+pub struct Classifier {
+    pub(crate) cfg: Config,
+    ac: AhoCorasick,
+}
+
+impl std::fmt::Debug for Classifier {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Classifier").field("custom", &self.cfg.custom.len()).finish()
+    }
+}
+
+fn is_b64(c: u8) -> bool {
+    c.is_ascii_alphanumeric() || c == b'+' || c == b'/'
+}
+
+fn is_word(c: u8) -> bool {
+    c.is_ascii_alphanumeric() || c == b'_'
+}
+
+/// Length of the run from `i` of bytes that satisfy `f`.
+fn run(b: &[u8], i: usize, f: impl Fn(u8) -> bool) -> usize {
+    b[i.min(b.len())..].iter().take_while(|&&c| f(c)).count()
+}
+
+impl Classifier {
+    pub fn new(cfg: Config) -> Classifier {
+        let ac = AhoCorasick::builder()
+            .match_kind(MatchKind::LeftmostFirst)
+            .build(ANCHORS.iter().map(|(p, _)| p))
+            .expect("the anchors are valid patterns");
+        Classifier { cfg, ac }
+    }
+
+    fn finding(&self, ty: DataType, loc: Location, field: &str, value: &str, confidence: u8) -> Finding {
+        Finding {
+            ty,
+            location: loc,
+            field: field.to_string(),
+            masked: if self.cfg.redact { mask::mask(ty, value) } else { value.to_string() },
+            hash: mask::keyed_hash(&self.cfg.hash_key, ty, value),
+            confidence,
+            detail: None,
+        }
+    }
+
+    /// Scan `value`, found under the name `name` (a JSON key, a parameter or header name,
+    /// empty if none) at `field` of `loc`.
+    pub fn scan_value(&self, loc: Location, field: &str, name: &str, value: &str, out: &mut Vec<Finding>) {
+        let value = value.trim();
+        if value.is_empty() || out.len() >= self.cfg.max_findings {
+            return;
+        }
+        let ctx = Context::of(name);
+        let start = out.len();
+        let b = value.as_bytes();
+        // Whole-value types that only the name tells.
+        if (ctx.password || ctx.secret || ctx.session) && !placeholder(value) {
+            let ty = if ctx.password {
+                DataType::Password
+            } else if ctx.session {
+                DataType::SessionId
+            } else {
+                DataType::Secret
+            };
+            out.push(self.finding(ty, loc, field, value, 90));
+        }
+        if ctx.aws_secret && b.len() == 40 && b.iter().all(|&c| is_b64(c)) {
+            out.push(self.finding(DataType::AwsSecretKey, loc, field, value, 95));
+            if out.len() > start + 1 {
+                out.remove(start); // not also a generic secret
+            }
+        }
+        if ctx.dob && looks_like_date(value) {
+            out.push(self.finding(DataType::DateOfBirth, loc, field, value, 90));
+        }
+        if ctx.passport && passport_shape(b) {
+            out.push(self.finding(DataType::Passport, loc, field, value, 85));
+        }
+        // Anchored formats.
+        for m in self.ac.find_iter(b) {
+            self.anchored(ANCHORS[m.pattern().as_usize()].1, b, m.start(), m.end(), loc, field, &ctx, out);
+        }
+        // Tokens: digit runs and words.
+        self.tokens(b, loc, field, &ctx, out);
+        for (k, c) in self.cfg.custom.iter().enumerate() {
+            if !c.keywords.is_empty() && !c.keywords.iter().any(|k| name.to_ascii_lowercase().contains(k.as_str())) {
+                continue;
+            }
+            for m in c.regex.find_iter(value) {
+                if c.validator.is_none_or(|v| v.check(m.as_str())) {
+                    out.push(self.finding(DataType::Custom(k as u16), loc, field, m.as_str(), 80));
+                }
+            }
+        }
+        // A secret-named field that held a JWT or a key is that, not a second finding.
+        if out.len() > start + 1 {
+            let specific = out[start..].iter().any(|f| !matches!(f.ty, DataType::Secret | DataType::Password));
+            if specific && out[start].ty == DataType::Secret {
+                out.remove(start);
+            }
+        }
+        out.truncate(self.cfg.max_findings);
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    fn anchored(
+        &self,
+        a: Anchor,
+        b: &[u8],
+        s: usize,
+        e: usize,
+        loc: Location,
+        field: &str,
+        ctx: &Context,
+        out: &mut Vec<Finding>,
+    ) {
+        let text = |x: usize, y: usize| std::str::from_utf8(&b[x..y]).unwrap_or("");
+        let before_ok = s == 0 || !is_word(b[s - 1]);
+        match a {
+            Anchor::AwsKey => {
+                let n = run(b, e, |c| c.is_ascii_uppercase() || c.is_ascii_digit());
+                if before_ok && n == 16 && (e + n == b.len() || !is_word(b[e + n])) {
+                    out.push(self.finding(DataType::AwsAccessKeyId, loc, field, text(s, e + n), 95));
+                }
+            }
+            Anchor::Github | Anchor::GithubPat | Anchor::Gitlab | Anchor::Stripe | Anchor::Google => {
+                let n = run(b, e, |c| is_word(c) || c == b'-');
+                let (ty, ok) = match a {
+                    Anchor::Github => (DataType::GithubToken, n == 36),
+                    Anchor::GithubPat => (DataType::GithubToken, n >= 60),
+                    Anchor::Gitlab => (DataType::GitlabToken, n == 20),
+                    Anchor::Stripe => (DataType::StripeKey, n >= 24),
+                    _ => (DataType::GoogleApiKey, n == 35),
+                };
+                if before_ok && ok {
+                    out.push(self.finding(ty, loc, field, text(s, e + n), 95));
+                }
+            }
+            Anchor::Slack => {
+                let n = run(b, e, |c| c.is_ascii_alphanumeric() || c == b'-');
+                if before_ok && n >= 20 && b[e..e + n].iter().filter(|&&c| c == b'-').count() >= 2 {
+                    out.push(self.finding(DataType::SlackToken, loc, field, text(s, e + n), 95));
+                }
+            }
+            Anchor::Jwt => {
+                let n = run(b, s, |c| c.is_ascii_alphanumeric() || matches!(c, b'-' | b'_' | b'.'));
+                if before_ok {
+                    if let Some(alg) = jwt_alg(&b[s..s + n]) {
+                        let mut f = self.finding(DataType::Jwt, loc, field, text(s, s + n), 99);
+                        f.detail = Some(alg);
+                        out.push(f);
+                    }
+                }
+            }
+            Anchor::Pem => {
+                let rest = &b[e..];
+                let line_end = rest.iter().position(|&c| c == b'-').unwrap_or(0);
+                let label = text(e, e + line_end).trim();
+                if label.ends_with("PRIVATE KEY") && rest.len() > line_end + 5 && rest[line_end..].starts_with(b"-----")
+                {
+                    let f = self.finding(DataType::PrivateKey, loc, field, label, 99);
+                    out.push(f);
+                }
+            }
+            Anchor::At => self.email(b, s, loc, field, out),
+            Anchor::AzureKey => {
+                let n = run(b, e, |c| is_b64(c) || c == b'=');
+                if n == 88 && b[e + n - 2..e + n] == *b"==" {
+                    out.push(self.finding(DataType::AzureStorageKey, loc, field, text(e, e + n), 95));
+                }
+            }
+            Anchor::Sas => {
+                let n = run(b, e, |c| is_b64(c) || c == b'%' || c == b'=');
+                let has_sv = b.windows(3).any(|w| w == b"sv=");
+                if n >= 40 && has_sv && (s == 0 || matches!(b[s - 1], b'&' | b'?')) {
+                    out.push(self.finding(DataType::AzureSas, loc, field, text(e, e + n), 90));
+                }
+            }
+        }
+        let _ = ctx;
+    }
+
+    fn email(&self, b: &[u8], at: usize, loc: Location, field: &str, out: &mut Vec<Finding>) {
+        let local_ok = |c: u8| c.is_ascii_alphanumeric() || b"._%+-".contains(&c);
+        let mut s = at;
+        while s > 0 && local_ok(b[s - 1]) && at - s < 64 {
+            s -= 1;
+        }
+        let dom = run(b, at + 1, |c| c.is_ascii_alphanumeric() || c == b'.' || c == b'-');
+        let mut d = &b[at + 1..at + 1 + dom];
+        while d.last() == Some(&b'.') {
+            d = &d[..d.len() - 1];
+        }
+        let local = &b[s..at];
+        let labels: Vec<&[u8]> = d.split(|&c| c == b'.').collect();
+        let tld = labels.last().copied().unwrap_or(b"");
+        let ok = !local.is_empty()
+            && local[0] != b'.'
+            && labels.len() >= 2
+            && labels.iter().all(|l| !l.is_empty() && l[0] != b'-')
+            && tld.len() >= 2
+            && tld.iter().all(u8::is_ascii_alphabetic);
+        if ok {
+            let v = std::str::from_utf8(&b[s..at + 1 + d.len()]).unwrap_or("");
+            out.push(self.finding(DataType::Email, loc, field, v, 95));
+        }
+    }
+
+    fn tokens(&self, b: &[u8], loc: Location, field: &str, ctx: &Context, out: &mut Vec<Finding>) {
+        let mut i = 0;
+        while i < b.len() {
+            let c = b[i];
+            let boundary = i == 0 || !(b[i - 1].is_ascii_alphanumeric() || b[i - 1] == b'_');
+            if !boundary {
+                i += 1;
+                continue;
+            }
+            if c.is_ascii_digit() || (c == b'+' || c == b'(') && b.get(i + 1).is_some_and(u8::is_ascii_digit) {
+                i = self.digits(b, i, loc, field, ctx, out);
+            } else if c.is_ascii_alphabetic() {
+                i = self.word(b, i, loc, field, ctx, out);
+            } else {
+                i += 1;
+            }
+        }
+    }
+
+    /// A run of digits with single separators between groups (`4111 1111 1111 1111`,
+    /// `123-45-6789`, `+44 20 7946 0958`, `10.1.2.3`). Returns where scanning goes on.
+    fn digits(&self, b: &[u8], s: usize, loc: Location, field: &str, ctx: &Context, out: &mut Vec<Finding>) -> usize {
+        let mut d: Vec<u8> = Vec::with_capacity(20);
+        let mut groups: Vec<u8> = Vec::new();
+        let mut seps: Vec<u8> = Vec::new();
+        let mut i = s;
+        let plus = b[i] == b'+';
+        if plus || b[i] == b'(' {
+            i += 1;
+        }
+        let mut glen = 0u8;
+        while i < b.len() && d.len() < 24 {
+            let c = b[i];
+            if c.is_ascii_digit() {
+                d.push(c);
+                glen += 1;
+                i += 1;
+            } else if matches!(c, b' ' | b'-' | b'.' | b')') && b.get(i + 1).is_some_and(u8::is_ascii_digit) && glen > 0
+                || c == b')' && b.get(i + 1) == Some(&b' ') && b.get(i + 2).is_some_and(u8::is_ascii_digit)
+            {
+                groups.push(glen);
+                seps.push(c);
+                glen = 0;
+                i += if c == b')' && b[i + 1] == b' ' { 2 } else { 1 };
+            } else {
+                break;
+            }
+        }
+        groups.push(glen);
+        // A Spanish DNI: 8 digits and the check letter.
+        if d.len() == 8 && seps.is_empty() && !plus && i < b.len() && b[i].is_ascii_alphabetic() {
+            let end = i + 1;
+            let alone = end == b.len() || !(b[end].is_ascii_alphanumeric() || matches!(b[end], b'_' | b'-'));
+            if alone && validate::dni(&b[s..end]) && (ctx.dni || !ctx.not_personal) {
+                let conf = if ctx.dni { 95 } else { 75 };
+                out.push(self.finding(
+                    DataType::EsDni,
+                    loc,
+                    field,
+                    std::str::from_utf8(&b[s..end]).unwrap_or(""),
+                    conf,
+                ));
+                return end;
+            }
+        }
+        // A run glued to letters is part of an identifier (hashes, UUIDs, SKUs).
+        if i < b.len() && (b[i].is_ascii_alphabetic() || b[i] == b'_') {
+            return i + run(b, i, |c| c.is_ascii_alphanumeric() || c == b'_');
+        }
+        let raw = std::str::from_utf8(&b[s..i]).unwrap_or("");
+        let n = d.len();
+        let one_sep = seps.windows(2).all(|w| w[0] == w[1]);
+        let dots = seps.iter().all(|&c| c == b'.');
+        // IPv4: four dotted groups of up to 3 digits, each at most 255, not in a version field.
+        if dots && groups.len() == 4 && groups.iter().all(|&g| (1..=3).contains(&g)) {
+            if !ctx.version && raw.parse::<std::net::Ipv4Addr>().is_ok() && b.get(i).is_none_or(|&c| c != b'.') {
+                out.push(self.finding(DataType::IpAddress, loc, field, raw, 80));
+            }
+            return i;
+        }
+        if dots && !seps.is_empty() {
+            return i; // other dotted numbers: versions, decimals
+        }
+        let sep_card = seps.is_empty() || one_sep && seps[0] != b'.';
+        // Luhn-valid numbers under id, order or tracking names are not cards.
+        if (13..=19).contains(&n) && sep_card && !plus && validate::card(&d) && (!ctx.not_personal || ctx.card) {
+            out.push(self.finding(DataType::CreditCard, loc, field, raw, if ctx.card { 99 } else { 90 }));
+            return i;
+        }
+        if n == 9 && validate::ssn(&d) {
+            let dashed = groups == [3, 2, 4] && one_sep && seps[0] == b'-';
+            if ctx.ssn || (dashed && !ctx.not_personal && !ctx.phone) {
+                out.push(self.finding(DataType::UsSsn, loc, field, raw, if ctx.ssn { 99 } else { 85 }));
+                return i;
+            }
+        }
+        if n == 9 && ctx.routing && seps.is_empty() && validate::aba(&d) {
+            out.push(self.finding(DataType::AbaRouting, loc, field, raw, 95));
+            return i;
+        }
+        if n == 9 && ctx.bsn && validate::bsn(&d) {
+            out.push(self.finding(DataType::NlBsn, loc, field, raw, 95));
+            return i;
+        }
+        if n == 12 && validate::aadhaar(&d) && (ctx.aadhaar || groups == [4, 4, 4] && one_sep && seps[0] == b' ') {
+            out.push(self.finding(DataType::InAadhaar, loc, field, raw, if ctx.aadhaar { 99 } else { 80 }));
+            return i;
+        }
+        // Phones: E.164 (`+` and 8-15 digits) anywhere; national formats only under a
+        // phone-like name.
+        let national = ctx.phone && (7..=15).contains(&n) && !ctx.not_personal;
+        let e164 = plus && (8..=15).contains(&n) && d[0] != b'0';
+        if e164 || national {
+            out.push(self.finding(DataType::Phone, loc, field, raw, if ctx.phone { 95 } else { 75 }));
+        }
+        i
+    }
+
+    /// An alphanumeric word: IBAN (also in groups of four), UK NINO, Spanish DNI/NIE, IPv6.
+    fn word(&self, b: &[u8], s: usize, loc: Location, field: &str, ctx: &Context, out: &mut Vec<Finding>) -> usize {
+        let n = run(b, s, |c| c.is_ascii_alphanumeric());
+        let w = &b[s..s + n];
+        let end = s + n;
+        // A word that goes on with `-`, `_` or `/` is part of a code (`AB123456C-X`).
+        let alone = end == b.len() || !matches!(b[end], b'-' | b'_' | b'/');
+        let personal = alone && (!ctx.not_personal || ctx.nino || ctx.dni);
+        // IPv6 starting with a letter (`fe80::1`, `abcd:...`).
+        if b.get(end) == Some(&b':') && w.iter().all(u8::is_ascii_hexdigit) {
+            if let Some(e) = self.ipv6(b, s, loc, field, ctx, out) {
+                return e;
+            }
+        }
+        if n >= 4
+            && w[0].is_ascii_uppercase()
+            && w[1].is_ascii_uppercase()
+            && w[2].is_ascii_digit()
+            && w[3].is_ascii_digit()
+        {
+            // IBAN, written whole or in groups of four.
+            let mut compact: Vec<u8> = w.to_vec();
+            let mut e = end;
+            while compact.len() < 34 && b.get(e) == Some(&b' ') && b.get(e + 1).is_some_and(u8::is_ascii_alphanumeric) {
+                let k = run(b, e + 1, |c| c.is_ascii_alphanumeric());
+                if k > 4 {
+                    break;
+                }
+                compact.extend_from_slice(&b[e + 1..e + 1 + k]);
+                e += 1 + k;
+            }
+            if validate::iban(&compact) {
+                let raw = std::str::from_utf8(&b[s..e]).unwrap_or("");
+                out.push(self.finding(DataType::Iban, loc, field, raw, if ctx.iban { 99 } else { 95 }));
+                return e;
+            }
+            if validate::iban(w) {
+                let raw = std::str::from_utf8(w).unwrap_or("");
+                out.push(self.finding(DataType::Iban, loc, field, raw, 95));
+                return end;
+            }
+        }
+        // UK NINO: `AB123456C` or `AB 12 34 56 C`.
+        if n == 9 && personal && validate::nino(w) {
+            let conf = if ctx.nino { 99 } else { 85 };
+            out.push(self.finding(DataType::UkNino, loc, field, std::str::from_utf8(w).unwrap_or(""), conf));
+            return end;
+        }
+        if n == 2 && w.iter().all(u8::is_ascii_uppercase) && b.get(end) == Some(&b' ') {
+            let mut compact = w.to_vec();
+            let mut e = end;
+            for want in [2, 2, 2, 1] {
+                if b.get(e) != Some(&b' ') {
+                    break;
+                }
+                let k = run(b, e + 1, |c| c.is_ascii_alphanumeric());
+                if k != want {
+                    break;
+                }
+                compact.extend_from_slice(&b[e + 1..e + 1 + k]);
+                e += 1 + k;
+            }
+            if compact.len() == 9 && validate::nino(&compact) {
+                let raw = std::str::from_utf8(&b[s..e]).unwrap_or("");
+                out.push(self.finding(DataType::UkNino, loc, field, raw, if ctx.nino { 99 } else { 85 }));
+                return e;
+            }
+        }
+        // NIE (`X1234567L`): a letter first; DNI (`12345678Z`) starts with a digit and is
+        // handled here too when the digits run into the letter.
+        if n == 9 && personal && (ctx.dni || matches!(w[0], b'X' | b'Y' | b'Z')) && validate::dni(w) {
+            out.push(self.finding(DataType::EsDni, loc, field, std::str::from_utf8(w).unwrap_or(""), 90));
+            return end;
+        }
+        end
+    }
+
+    fn ipv6(
+        &self,
+        b: &[u8],
+        s: usize,
+        loc: Location,
+        field: &str,
+        ctx: &Context,
+        out: &mut Vec<Finding>,
+    ) -> Option<usize> {
+        let n = run(b, s, |c| c.is_ascii_hexdigit() || c == b':' || c == b'.');
+        let raw = std::str::from_utf8(&b[s..s + n]).ok()?;
+        let colons = raw.bytes().filter(|&c| c == b':').count();
+        if colons >= 2 && !ctx.version && raw.parse::<std::net::Ipv6Addr>().is_ok() {
+            out.push(self.finding(DataType::IpAddress, loc, field, raw, 85));
+            return Some(s + n);
+        }
+        None
+    }
+}
+
+/// Values that stand for "no value": nothing to report under a password name.
+fn placeholder(v: &str) -> bool {
+    let l = v.to_ascii_lowercase();
+    v.len() < 4
+        || v.bytes().all(|c| c == b'*' || c == b'x' || c == b'X' || c == b'.' || c == b'-' || c == b'#')
+        || matches!(
+            l.as_str(),
+            "null"
+                | "none"
+                | "true"
+                | "false"
+                | "redacted"
+                | "[redacted]"
+                | "<redacted>"
+                | "masked"
+                | "hidden"
+                | "changeme"
+                | "undefined"
+        )
+}
+
+fn looks_like_date(v: &str) -> bool {
+    let d: Vec<&str> = v.split(['-', '/', '.', 'T', ' ']).filter(|p| !p.is_empty()).take(3).collect();
+    if d.len() < 3 || !d.iter().all(|p| p.bytes().all(|c| c.is_ascii_digit())) {
+        return false;
+    }
+    let n: Vec<u32> = d.iter().map(|p| p.parse().unwrap_or(0)).collect();
+    let (y, m, day) = if d[0].len() == 4 { (n[0], n[1], n[2]) } else { (n[2], n[1].min(n[0]), n[0].max(n[1])) };
+    (1900..=2100).contains(&y) && (1..=12).contains(&m) && (1..=31).contains(&day)
+}
+
+/// A passport number: 6 to 9 letters and digits, at least 5 of them digits.
+fn passport_shape(b: &[u8]) -> bool {
+    (6..=9).contains(&b.len())
+        && b.iter().all(u8::is_ascii_alphanumeric)
+        && b.iter().filter(|c| c.is_ascii_digit()).count() >= 5
+}
+
+/// A JWT's `alg`, if `tok` is three base64url parts whose first two decode to JSON objects.
+fn jwt_alg(tok: &[u8]) -> Option<String> {
+    use base64::Engine;
+    let parts: Vec<&[u8]> = tok.split(|&c| c == b'.').collect();
+    if parts.len() != 3 || parts[0].len() < 10 || parts[1].len() < 4 || !parts[1].starts_with(b"eyJ") {
+        return None;
+    }
+    let eng = base64::engine::general_purpose::URL_SAFE_NO_PAD;
+    let head = eng.decode(parts[0].strip_suffix(b"=").unwrap_or(parts[0])).ok()?;
+    let body = eng.decode(parts[1]).ok()?;
+    if !body.starts_with(b"{") {
+        return None;
+    }
+    let h = std::str::from_utf8(&head).ok()?;
+    let i = h.find("\"alg\"")?;
+    let rest = h[i + 5..].trim_start().strip_prefix(':')?.trim_start().strip_prefix('"')?;
+    let alg = &rest[..rest.find('"')?];
+    (alg.len() <= 16 && alg.bytes().all(|c| c.is_ascii_alphanumeric())).then(|| alg.to_string())
+}

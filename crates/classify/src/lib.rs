@@ -1,0 +1,20 @@
+//! Sensitive data in API traffic: which types, where (path, query, headers, bodies with
+//! field paths), with a validator or context behind each finding. Values never leave this
+//! crate in clear (unless redaction is explicitly turned off): findings carry a masked form
+//! and a keyed hash.
+//!
+//! Pure: no I/O, no clock, no threads. Whoever owns the transactions decides what to
+//! sample and calls [`Classifier`]'s `scan_*` methods.
+
+mod detect;
+pub mod mask;
+mod types;
+pub mod validate;
+mod walk;
+
+pub use detect::{Classifier, Config, CustomType, Validator};
+pub use types::{DataType, Finding, Location};
+pub use walk::percent_decode;
+
+#[cfg(test)]
+mod tests;
