@@ -219,55 +219,89 @@ pub fn split_ext(seg: &str) -> (&str, &str) {
 /// cardinality of its siblings. Written for apiwatch; plural `s` forms are handled in code.
 const WORDS: &str = "\
 a about abuse accept access account accounts act action activate active activity add addon address admin \
-advanced advisory affiliate agent aggregate alert alias all allow allowed analytics and announcement answer \
-api app append application apply approval approve archive area article artifact asset assign assignee \
-attach attachment attempt attribute audience audit auth authenticate authorization authorize author auto \
-automated available avatar backup badge balance ban bank base batch beta bill billing binding blob block \
-blocked board body book bookmark boot bot bounce branch brand broadcast browse bucket budget build bulk \
-bundle by cache calendar call callback campaign cancel capability card cart catalog category cdn certificate \
-change channel charge chat check checkout child claim class clean clear client clone close cluster code \
-collaborator collection color column comment commit community company compare complete compute config \
-configuration confirm connect connection consent contact container content context contract contributor \
-control conversation convert cookie copy core count counter country coupon course create credential \
-credit csv currency current custom customer daily dashboard data database date day deactivate debug default \
-delete delivery dependency deploy deployment deposit describe description design destination detail \
-device diff digest direct directory disable discount discussion disk dispatch display dns doc document \
-domain done download draft drive droplet dump edit editor effective email embed emoji enable endpoint \
-enterprise entitlement entity entry environment error estimate event evidence exchange execute execution \
-exists export extension external factor fail failure favorite feature feed feedback fetch field file \
-filter find firewall fix flag flow folder follow follower following for fork form forward free friend \
-from full fund gateway generate get gist git global goal grant graph group guest guide hash head header \
-health help history hold home hook host hourly id identity image import inbox incident index info \
-information init insight install installation instance integration intent interaction internal invitation \
-invite invoice ip issue item job join key keyword kind label language last latest launch layout lead \
-learn ledger level library license like limit line link list listen live load local lock log login \
-logout lookup mail manage manifest map mark market marketplace match me media meeting member membership \
-memo menu merge message meta metadata method metric migration milestone minute mode model moderation \
-module monitor month monthly move multi my name namespace network new news next node note notification \
-number oauth object offer office on online open operation option order org organization origin out outbox \
-output overview owner package page parent participant partner password patch path pause pay payment \
-payout pending permission person phone photo pin ping place plan platform play player playlist plugin \
-point policy poll pool popular port post preference premium preview price pricing primary print private \
-process product profile program project promotion property protection provider public publish pull purchase \
-push query question queue quota rate reaction read readme reason receipt receive recent recipient record \
-recording recover redirect reference refresh refund region register registry reject release reload remove \
-rename render replace reply report repo repository request require reserve reset resolve resource response \
-restore result resume retry return review revoke role room root rule run runner sale sample save scan \
-schedule schema scope score search season secret section security seed segment select self send sender \
-sequence server service session set setting settings setup share shipment shipping shop show sign signup \
-site size skip snapshot social source space spam spec sso stack stage star start stat state statement \
-static statistic stats status step stock stop storage store stream subject submission submit subscribe \
-subscriber subscription suggest summary support suspend sync system tab table tag target task tax team \
-template tenant term test text theme thread ticket time timeline timezone to token tool top topic total \
-track tracking trade traffic transaction transcript transfer translate transport trash tree trend trial \
-trigger trust type unblock undo unfollow unread unsubscribe update upgrade upload usage user username \
-utility v1 v2 v3 v4 v5 validate validation value variable vendor verification verify version video view \
-visibility voice volume vote vulnerability wallet watch watcher webhook website week weekly welcome whoami \
-widget wiki with word work workflow workspace write year zone";
+advanced advisory affiliate agent aggregate ai alert alias all allow allowed allowlist analytics and \
+announcement answer api app append application apply approval approve archive area article artifact ask \
+asset assign assignee assignment attach attachment attempt attribute audience audit auth authenticate author \
+authorization authorize auto automated available avatar backup badge balance ban bank base batch beta bill \
+billing binding blob block blocked blocklist board body book bookmark boot bot bounce branch brand broadcast \
+browse bucket budget build bulk bundle by cache calendar call callback campaign cancel capability card cart \
+cascade catalog category cdn certificate change channel charge chat check checkout child claim class clean \
+clear client clone close cluster code collaboration collaborator collection color column comment commit \
+community company compare complete compute config configuration confirm connect connection consent contact \
+container content context contract contributor control conversation convert cookie copy core count counter \
+country coupon course create credential credit csv currency current custom customer daily dashboard data \
+database date day deactivate debug default delete delivery dependency deploy deployment deposit describe \
+description design destination detail device diff digest direct directory disable discount discussion disk \
+dispatch display dns doc document domain done download draft drive droplet dump edit editor effective email \
+embed emoji enable endpoint enterprise entitlement entity entry environment error estimate event evidence \
+exchange execute execution exists export extension external extract factor fail failure favorite feature \
+feed feedback fetch field file filter find firewall fix flag flow folder follow follower following for fork \
+form forward free friend from full fund gateway generate get gist git global goal grant graph group guest \
+guide hash head header health help history hold home hook host hourly id identity image import inbox \
+incident index info information init insight install installation instance integration intent interaction \
+internal invitation invite invocation invoice ip issue item job join key keyword kind label language last \
+latest launch layout lead learn ledger level library license like limit line link list listen live load \
+local lock log login logout lookup mail manage manifest map mapping mark market marketplace match me media \
+meeting member membership memo menu merge message meta metadata method metric migration milestone minute \
+mode model moderation module monitor month monthly move multi my name namespace network new news next node \
+note notification number oauth object offer office on online open operation option order org organization \
+origin out outbox output overview owner package page parent part participant partner password patch path \
+pause pay payment payout pending permission person phone photo pin ping place plan platform play player \
+playlist plugin point policy poll pool popular port post preference premium preview price pricing primary \
+print private process product profile program project promotion property protection provider public publish \
+pull purchase push query question queue quota rate reaction read readme reason receipt receive recent \
+recipient record recording recover redirect reference refresh refund region register registry reject release \
+reload remove rename render replace reply repo report repository request require reserve reset resolve \
+resource response restore restriction result resume retention retry return review revoke role room root rule \
+run runner sale sample save scan schedule schema scope score search season secret section security seed \
+segment select self send sender sequence server service session set setting settings setup share shipment \
+shipping shop show sign signup site size skill skip snapshot social source space spam spec sso stack stage \
+star start stat state statement static statistic stats status step stock stop storage store stream subject \
+submission submit subscribe subscriber subscription suggest summary support suspend sync system tab table \
+tag target task tax taxonomy team template tenant term terminate test text theme thread ticket time timeline \
+timezone to token tool top topic total track tracking trade traffic transaction transcript transfer \
+translate transport trash tree trend trial trigger trust type unblock undo unfollow unread unsubscribe \
+update upgrade upload usage user username utility v1 v2 v3 v4 v5 validate validation value variable vendor \
+verification verify version video view visibility voice volume vote vulnerability wallet watch watcher \
+watermark web webhook website week weekly welcome whitelist whoami widget wiki with word work workflow \
+workspace write year zip zone";
 
 fn word_set() -> &'static std::collections::HashSet<&'static str> {
     static SET: std::sync::OnceLock<std::collections::HashSet<&'static str>> = std::sync::OnceLock::new();
     SET.get_or_init(|| WORDS.split_whitespace().collect())
+}
+
+/// Letter pairs found in the vocabulary (`[a][b]` set when `ab` occurs in a word): English
+/// spelling as far as API names go.
+fn bigrams() -> &'static [[bool; 26]; 26] {
+    static SET: std::sync::OnceLock<[[bool; 26]; 26]> = std::sync::OnceLock::new();
+    SET.get_or_init(|| {
+        let mut t = [[false; 26]; 26];
+        for w in WORDS.split_whitespace() {
+            for p in w.as_bytes().windows(2) {
+                if p[0].is_ascii_lowercase() && p[1].is_ascii_lowercase() {
+                    t[(p[0] - b'a') as usize][(p[1] - b'a') as usize] = true;
+                }
+            }
+        }
+        t
+    })
+}
+
+/// Spelled like a word: known, or a vowel and every letter pair one that the vocabulary
+/// uses (one unknown pair allowed in long words). Random letters fail this quickly: about
+/// half of all pairs never occur in the vocabulary.
+fn wordlike(w: &str) -> bool {
+    if known_word(w) {
+        return true;
+    }
+    let b = w.as_bytes();
+    if !b.iter().any(|c| b"aeiouy".contains(c)) {
+        return false;
+    }
+    let t = bigrams();
+    let unknown = b.windows(2).filter(|p| !t[(p[0] - b'a') as usize][(p[1] - b'a') as usize]).count();
+    unknown == 0 || (unknown == 1 && b.len() >= 7)
 }
 
 fn known_word(w: &str) -> bool {
@@ -300,6 +334,33 @@ fn is_method_name(seg: &str) -> bool {
         && (seg.bytes().any(|c| c.is_ascii_uppercase()) || known_word(last))
 }
 
+/// A name written the way code names things: `snake_case` words (`legal_hold_policies`,
+/// `file_version_retentions`) or `camelCase` humps (`boxSkillsCards`), letters only, each
+/// word of 2 letters or more (3 for humps, so that random base62 is not taken for one).
+/// Values are rarely spelled so: slugs join words with hyphens, ids carry digits. Every
+/// word must be spelled like one (`as_jfwcwiicp` is not a name). A value such as
+/// `john_doe` or `oa_citations` is the price: it stays a literal until it is pinned.
+fn is_identifier(seg: &str) -> bool {
+    let b = seg.as_bytes();
+    if b.len() > 64 || b.is_empty() || !b[0].is_ascii_lowercase() {
+        return false;
+    }
+    if seg.contains('_') {
+        let parts: Vec<&str> = seg.split('_').collect();
+        return (2..=6).contains(&parts.len())
+            && parts.iter().all(|p| p.len() >= 2 && p.bytes().all(|c| c.is_ascii_lowercase()) && wordlike(p));
+    }
+    if !b.iter().all(u8::is_ascii_alphabetic) {
+        return false;
+    }
+    // lower{3,}(Upper lower{2,}){1,4}, each hump spelled like a word.
+    let mut starts = vec![0];
+    starts.extend((1..b.len()).filter(|&i| b[i].is_ascii_uppercase()));
+    starts.push(b.len());
+    (3..=6).contains(&starts.len())
+        && starts.windows(2).all(|w| w[1] - w[0] >= 3 && wordlike(&seg[w[0]..w[1]].to_ascii_lowercase()))
+}
+
 /// Every word of the segment (split at `-`, `_`, `.`, and camelCase humps) is API vocabulary,
 /// the segment is a version (`v1`, `v2beta1`), or a dotted method name (`chat.postMessage`).
 pub fn is_vocabulary(seg: &str) -> bool {
@@ -319,6 +380,9 @@ pub fn is_vocabulary(seg: &str) -> bool {
     // Dotted numbers (`v1.2.3`, `1.0`) are versions of something, not API words.
     if seg.contains('.') && seg.split('.').skip(1).any(|p| !p.is_empty() && p.bytes().all(|c| c.is_ascii_digit())) {
         return false;
+    }
+    if is_identifier(seg) {
+        return true;
     }
     let mut words = Vec::new();
     for part in seg.split(['-', '_', '.']) {
@@ -379,6 +443,13 @@ mod tests {
         }
         for w in ["chat.postMessage", "admin.apps.restricted.list", "dnd.info"] {
             assert!(is_vocabulary(w), "{w}");
+        }
+        // Names spelled as code: snake_case and camelCase identifiers.
+        for w in ["legal_hold_policies", "shield_information_barrier_segment_members", "boxSkillsCards", "ai_agents"] {
+            assert!(is_vocabulary(w), "{w}");
+        }
+        for w in ["aBcDeFgH", "x_y", "Legal_hold", "qWeRtYuIoP", "zk_", "as_jfwcwiicp", "gz_zredsgwxk", "kzcQwvTrx"] {
+            assert!(!is_vocabulary(w), "{w}");
         }
         for w in [
             "kavoru83",
