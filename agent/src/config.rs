@@ -30,6 +30,127 @@ pub struct Config {
     pub privileges: PrivilegesConfig,
     #[serde(default)]
     pub inventory: InventorySection,
+    #[serde(default)]
+    pub classify: ClassifySection,
+}
+
+/// `[classify]`: the sensitive-data classifier (see packaging/apiwatch.toml).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ClassifySection {
+    pub enabled: bool,
+    /// Mask values in findings. `false` shows them in clear: for local debugging only.
+    pub redact: bool,
+    /// Key of the keyed hashes. Empty: a random key kept in `<state_dir>/hash.key`.
+    pub hash_key: String,
+    pub first: u64,
+    pub every: u64,
+    pub max_body_bytes: usize,
+    pub bytes_per_sec: u64,
+    pub max_findings_per_message: usize,
+    pub custom: Vec<CustomEntry>,
+}
+
+/// A custom type: a regular expression, an optional validator, keywords for the field name.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CustomEntry {
+    pub name: String,
+    pub regex: String,
+    #[serde(default)]
+    pub validator: Option<String>,
+    #[serde(default)]
+    pub keywords: Vec<String>,
+}
+
+impl Default for ClassifySection {
+    fn default() -> Self {
+        let d = apiwatch_inventory::SensitiveConfig::default();
+        ClassifySection {
+            enabled: true,
+            redact: true,
+            hash_key: String::new(),
+            first: d.first,
+            every: d.every,
+            max_body_bytes: d.max_body_bytes,
+            bytes_per_sec: d.bytes_per_sec,
+            max_findings_per_message: d.classifier.max_findings,
+            custom: Vec::new(),
+        }
+    }
+}
+
+impl ClassifySection {
+    pub fn problems(&self) -> Vec<Problem> {
+        let mut v = Vec::new();
+        for (key, n) in [
+            ("classify.every", self.every as usize),
+            ("classify.max_body_bytes", self.max_body_bytes),
+            ("classify.bytes_per_sec", self.bytes_per_sec as usize),
+            ("classify.max_findings_per_message", self.max_findings_per_message),
+        ] {
+            if n == 0 {
+                v.push(problem(key, "must be at least 1".into()));
+            }
+        }
+        for (i, c) in self.custom.iter().enumerate() {
+            if c.name.is_empty() {
+                v.push(problem(&format!("classify.custom[{i}].name"), "must not be empty".into()));
+            }
+            if let Err(e) = regex::Regex::new(&c.regex) {
+                v.push(problem(
+                    &format!("classify.custom[{i}].regex"),
+                    format!("{:?} is not a regular expression: {e}", c.regex),
+                ));
+            }
+            if let Some(Err(e)) = c.validator.as_deref().map(str::parse::<apiwatch_classify::Validator>) {
+                v.push(problem(&format!("classify.custom[{i}].validator"), e));
+            }
+        }
+        v
+    }
+
+    /// The classifier settings; the hash key from the configuration, else from (or new in)
+    /// `state_dir`, else the built-in one (with a warning: such hashes are not secret).
+    pub fn build(
+        &self,
+        state_dir: Option<&Path>,
+        redact: bool,
+    ) -> anyhow::Result<Option<apiwatch_inventory::SensitiveConfig>> {
+        if !self.enabled {
+            return Ok(None);
+        }
+        let hash_key = if !self.hash_key.is_empty() {
+            self.hash_key.as_bytes().to_vec()
+        } else if let Some(dir) = state_dir {
+            crate::inventory::hash_key(dir)?
+        } else {
+            tracing::warn!("no classify.hash_key and no state directory: keyed hashes use the built-in key, anyone can test guesses against them");
+            apiwatch_classify::Config::default().hash_key
+        };
+        let mut custom = Vec::new();
+        for c in &self.custom {
+            custom.push(apiwatch_classify::CustomType {
+                name: c.name.clone(),
+                regex: regex::Regex::new(&c.regex).map_err(|e| anyhow::anyhow!("classify.custom {}: {e}", c.name))?,
+                validator: c.validator.as_deref().map(str::parse).transpose().map_err(anyhow::Error::msg)?,
+                keywords: c.keywords.iter().map(|k| k.to_ascii_lowercase()).collect(),
+            });
+        }
+        Ok(Some(apiwatch_inventory::SensitiveConfig {
+            custom_names: self.custom.iter().map(|c| c.name.clone()).collect(),
+            classifier: apiwatch_classify::Config {
+                hash_key,
+                redact: self.redact && redact,
+                custom,
+                max_findings: self.max_findings_per_message,
+            },
+            first: self.first,
+            every: self.every,
+            max_body_bytes: self.max_body_bytes,
+            bytes_per_sec: self.bytes_per_sec,
+        }))
+    }
 }
 
 /// `[inventory]`: the API inventory (see packaging/apiwatch.toml).
@@ -146,6 +267,7 @@ impl InventorySection {
             internal: cidrs(&self.internal_networks)?,
             trusted_proxies: cidrs(&self.trusted_proxies)?,
             schemas: self.schemas,
+            classify: false,
         };
         let pins = self
             .templates
@@ -448,6 +570,7 @@ impl Config {
             v.push(problem("log.level", format!("{:?} is not one of error, warn, info, debug, trace", self.log.level)));
         }
         v.extend(self.inventory.problems());
+        v.extend(self.classify.problems());
         if let Some(u) = &self.privileges.user {
             if crate::privileges::lookup_user(u).is_none() {
                 v.push(problem("privileges.user", format!("no user named {u:?} on this system")));

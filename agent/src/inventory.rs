@@ -116,6 +116,31 @@ fn open_read(path: &Path) -> Result<redb::ReadOnlyDatabase> {
     Err(db_err(path, last.unwrap_or("cannot open")))
 }
 
+/// The keyed-hash key kept in the state directory: read, or made (32 random bytes, mode
+/// 0600) the first time, so that hashes stay comparable across restarts.
+pub fn hash_key(dir: &Path) -> Result<Vec<u8>> {
+    use std::io::Read;
+    use std::os::unix::fs::OpenOptionsExt;
+    let path = dir.join("hash.key");
+    if let Ok(k) = std::fs::read(&path) {
+        if k.len() >= 16 {
+            return Ok(k);
+        }
+        bail!("{}: a hash key must have at least 16 bytes", path.display());
+    }
+    std::fs::create_dir_all(dir).with_context(|| format!("cannot create state directory {}", dir.display()))?;
+    let mut key = vec![0u8; 32];
+    std::fs::File::open("/dev/urandom").and_then(|mut f| f.read_exact(&mut key)).context("reading /dev/urandom")?;
+    let mut f = std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(0o600)
+        .open(&path)
+        .with_context(|| format!("cannot create {}", path.display()))?;
+    std::io::Write::write_all(&mut f, &key).with_context(|| format!("cannot write {}", path.display()))?;
+    Ok(key)
+}
+
 /// Read a stored inventory (for `apiwatch inventory show|export`).
 pub fn read_state(dir: &Path, cfg: InventoryConfig) -> Result<Inventory> {
     let store = Store { path: dir.join(STORE_FILE) };
@@ -138,8 +163,15 @@ pub struct InventoryStage {
 }
 
 impl InventoryStage {
-    pub fn new(cfg: InventoryConfig, observe: ObserveConfig, state: Option<&Path>) -> Result<InventoryStage> {
+    pub fn new(
+        cfg: InventoryConfig,
+        mut observe: ObserveConfig,
+        sensitive: Option<apiwatch_inventory::SensitiveConfig>,
+        state: Option<&Path>,
+    ) -> Result<InventoryStage> {
         let mut inv = Inventory::new(cfg);
+        observe.classify = sensitive.is_some();
+        inv.sensitive = sensitive.map(apiwatch_inventory::Sensitive::new);
         let store = match state {
             Some(dir) => {
                 let s = Store::new(dir)?;
@@ -188,6 +220,9 @@ impl InventoryStage {
 /// `{"kind":"inventory","schema_version":1,"ts":...,"event":"new_endpoint",...}`: fields in
 /// this order, like transaction records (kind first).
 pub fn render_event(e: &InventoryEvent, out: &mut Vec<u8>) {
+    if let Some(x) = &e.exposure {
+        return render_exposure(e, x, out);
+    }
     #[derive(serde::Serialize)]
     struct Record<'a> {
         kind: &'static str,
@@ -219,6 +254,53 @@ pub fn render_event(e: &InventoryEvent, out: &mut Vec<u8>) {
         auth: &e.auth,
         external: e.external,
         posture: (e.posture.standing != apiwatch_inventory::inventory::Standing::Unknown).then_some(&e.posture),
+    };
+    let _ = serde_json::to_writer(&mut *out, &r);
+    out.push(b'\n');
+}
+
+/// `{"kind":"sensitive_data",...}`: an endpoint carried a type at a place for the first
+/// time (`new_exposure`), or for the first time with an external client
+/// (`external_exposure`). Values appear masked and as keyed hashes only.
+fn render_exposure(e: &InventoryEvent, x: &apiwatch_inventory::inventory::ExposureEvent, out: &mut Vec<u8>) {
+    #[derive(serde::Serialize)]
+    struct Record<'a> {
+        kind: &'static str,
+        schema_version: u32,
+        ts: String,
+        event: &'static str,
+        host: &'a str,
+        method: &'a str,
+        template: &'a str,
+        #[serde(rename = "type")]
+        ty: &'a str,
+        location: &'static str,
+        field: &'a str,
+        status_class: &'static str,
+        confidence: u8,
+        masked: &'a str,
+        hash: &'a str,
+        #[serde(skip_serializing_if = "Option::is_none")]
+        detail: Option<&'a str>,
+        external: bool,
+    }
+    let r = Record {
+        kind: "sensitive_data",
+        schema_version: apiwatch_model::SCHEMA_VERSION,
+        ts: format_rfc3339_micros(e.ts),
+        event: e.event,
+        host: &e.host,
+        method: &e.method,
+        template: &e.template,
+        ty: &x.ty,
+        location: x.location,
+        field: &x.field,
+        status_class: x.status_class,
+        confidence: x.confidence,
+        masked: &x.masked,
+        hash: &x.hash,
+        detail: x.detail.as_deref(),
+        external: e.external,
     };
     let _ = serde_json::to_writer(&mut *out, &r);
     out.push(b'\n');

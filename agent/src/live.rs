@@ -87,6 +87,7 @@ struct Shared {
     output_queued: AtomicU64,
     reloads: AtomicU64,
     inventory: Mutex<Option<apiwatch_inventory::inventory::Counters>>,
+    classify: Mutex<Option<apiwatch_inventory::sensitive::SensitiveCounters>>,
     inventory_endpoints: AtomicU64,
     inventory_hosts: AtomicU64,
     inventory_saves_failed: AtomicU64,
@@ -148,7 +149,8 @@ pub fn run(config_path: Option<&Path>, o: Overrides) -> Result<()> {
     // The inventory is loaded (and its state directory created) while still privileged.
     let inventory = if cfg.inventory.enabled {
         let (icfg, observe) = cfg.inventory.build()?;
-        let stage = InventoryStage::new(icfg, observe, Some(&cfg.inventory.state_dir))?;
+        let sensitive = cfg.classify.build(Some(&cfg.inventory.state_dir), true)?;
+        let stage = InventoryStage::new(icfg, observe, sensitive, Some(&cfg.inventory.state_dir))?;
         tracing::info!(endpoints = stage.inv.endpoints, state = %cfg.inventory.state_dir.display(), "inventory loaded");
         Some(stage)
     } else {
@@ -284,6 +286,8 @@ fn output_thread(
             tracing::error!(error = %format!("{e:#}"), "inventory not saved");
         }
         *shared.inventory.lock().unwrap_or_else(|e| e.into_inner()) = Some(stage.inv.counters.clone());
+        *shared.classify.lock().unwrap_or_else(|e| e.into_inner()) =
+            stage.inv.sensitive.as_ref().map(|s| s.counters.clone());
         shared.inventory_endpoints.store(stage.inv.endpoints as u64, Ordering::Relaxed);
         shared.inventory_hosts.store(stage.inv.hosts.len() as u64, Ordering::Relaxed);
     };
@@ -726,6 +730,13 @@ fn metrics_text(shared: &Shared) -> String {
         if let Some(obj) = serde_json::to_value(c).ok().as_ref().and_then(|v| v.as_object()) {
             for (k, v) in obj {
                 let _ = writeln!(o, "# TYPE apiwatch_inventory_{k}_total counter\napiwatch_inventory_{k}_total {v}");
+            }
+        }
+    }
+    if let Some(c) = shared.classify.lock().unwrap_or_else(|e| e.into_inner()).as_ref() {
+        if let Some(obj) = serde_json::to_value(c).ok().as_ref().and_then(|v| v.as_object()) {
+            for (k, v) in obj {
+                let _ = writeln!(o, "# TYPE apiwatch_classify_{k}_total counter\napiwatch_classify_{k}_total {v}");
             }
         }
     }

@@ -88,6 +88,19 @@ struct InventoryArgs {
 }
 
 impl InventoryArgs {
+    /// The `[classify]` section of the configuration file, or the defaults.
+    fn classify_section(&self) -> Result<apiwatch::config::ClassifySection> {
+        let s = match &self.inventory_config {
+            Some(f) => apiwatch::config::Config::load(f).map(|c| c.classify).unwrap_or_default(),
+            None => apiwatch::config::ClassifySection::default(),
+        };
+        let problems = s.problems();
+        if !problems.is_empty() {
+            anyhow::bail!("{}", problems.iter().map(|p| p.to_string()).collect::<Vec<_>>().join("; "));
+        }
+        Ok(s)
+    }
+
     fn section(&self) -> Result<apiwatch::config::InventorySection> {
         let mut s = match &self.inventory_config {
             Some(f) => match apiwatch::config::Config::load(f) {
@@ -188,6 +201,10 @@ struct ReplayArgs {
     /// Transactions only: no inventory and no inventory records.
     #[arg(long)]
     no_inventory: bool,
+    /// Do not look for sensitive data (the classifier reads sampled transactions of each
+    /// endpoint; it needs the inventory).
+    #[arg(long)]
+    no_classify: bool,
     /// Seconds (packet time) a new endpoint must exist before it is reported.
     #[arg(long)]
     settle_secs: Option<u64>,
@@ -227,7 +244,16 @@ fn run() -> Result<ExitCode> {
                 let (cfg, observe) = section.build()?;
                 // Replay keeps state only when asked (a state dir given by flag or config).
                 let state = a.inv.state.clone().or(a.inv.inventory_config.as_ref().map(|_| section.state_dir.clone()));
-                Some(apiwatch::replay::InventoryOptions { cfg, observe, state })
+                let sensitive = if a.no_classify {
+                    None
+                } else {
+                    let c = a.inv.classify_section()?;
+                    if c.enabled && c.hash_key.is_empty() && state.is_none() && !a.quiet {
+                        eprintln!("apiwatch: note: keyed hashes of sensitive values use the built-in key (no classify.hash_key, no --state): they are for correlating within this output, not secret");
+                    }
+                    c.build(state.as_deref(), !a.no_redact)?
+                };
+                Some(apiwatch::replay::InventoryOptions { cfg, observe, sensitive, state })
             };
             let opts = ReplayOptions {
                 files: a.files,
@@ -242,6 +268,7 @@ fn run() -> Result<ExitCode> {
             if let Some(p) = &a.stats {
                 // The counters, plus what this run measured (not deterministic).
                 let mut v = serde_json::to_value(&report.stats)?;
+                v["classify"] = serde_json::to_value(&report.classify)?;
                 v["run"] = serde_json::json!({
                     "elapsed_s": report.elapsed.as_secs_f64(),
                     "input_bytes": report.input_bytes,

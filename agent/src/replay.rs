@@ -41,6 +41,8 @@ pub struct ReplayOptions {
 pub struct InventoryOptions {
     pub cfg: InventoryConfig,
     pub observe: ObserveConfig,
+    /// The sensitive-data classifier's settings, when it is on.
+    pub sensitive: Option<apiwatch_inventory::SensitiveConfig>,
     /// Keep the inventory in this state directory (loaded first, saved at the end).
     pub state: Option<PathBuf>,
 }
@@ -51,6 +53,8 @@ pub struct ReplayReport {
     pub records: u64,
     pub input_bytes: u64,
     pub elapsed: Duration,
+    /// Coverage of the sensitive-data classifier, when it ran.
+    pub classify: Option<apiwatch_inventory::sensitive::SensitiveCounters>,
     /// The error that stopped reading, after everything before it was processed and written.
     pub error: Option<anyhow::Error>,
 }
@@ -75,7 +79,9 @@ pub fn replay(opts: &ReplayOptions) -> Result<ReplayReport> {
     let mut progress =
         Progress::new(opts.progress && std::io::stderr().is_terminal() && input_bytes > 64 << 20, input_bytes);
     let mut inv = match &opts.inventory {
-        Some(i) => Some(InventoryStage::new(i.cfg.clone(), i.observe.clone(), i.state.as_deref())?),
+        Some(i) => {
+            Some(InventoryStage::new(i.cfg.clone(), i.observe.clone(), i.sensitive.clone(), i.state.as_deref())?)
+        }
         None => None,
     };
     let (stats, read_error) = if opts.workers <= 1 {
@@ -88,7 +94,15 @@ pub fn replay(opts: &ReplayOptions) -> Result<ReplayReport> {
     }
     out.flush()?;
     progress.done();
-    Ok(ReplayReport { stats, records: out.records, input_bytes, elapsed: start.elapsed(), error: error.or(read_error) })
+    let classify = inv.as_ref().and_then(|i| i.inv.sensitive.as_ref()).map(|s| s.counters.clone());
+    Ok(ReplayReport {
+        stats,
+        records: out.records,
+        input_bytes,
+        elapsed: start.elapsed(),
+        classify,
+        error: error.or(read_error),
+    })
 }
 
 /// Iterate the packets of every file in order, stopping at the first format error.

@@ -75,6 +75,20 @@ pub fn render(r: &ReplayReport) -> String {
         let parts: Vec<String> = s.skipped.iter().map(|(k, v)| format!("{k} {v}")).collect();
         let _ = writeln!(o, "  packets skipped: {}", parts.join(", "));
     }
+    if let Some(c) = &r.classify {
+        let _ = writeln!(
+            o,
+            "  sensitive data: {} of {} transactions scanned (skipped {} by rate, {} by budget), {} bodies ({}, {} cut), {} findings",
+            c.transactions_sampled,
+            c.transactions_seen,
+            c.skipped_rate,
+            c.skipped_budget,
+            c.bodies_scanned,
+            human_bytes(c.bytes_scanned),
+            c.bodies_truncated,
+            c.findings
+        );
+    }
     if let Some(rss) = peak_rss_bytes() {
         let _ = writeln!(o, "  peak memory {}", human_bytes(rss));
     }

@@ -204,6 +204,29 @@ fn check_inventory(out: &Path, state: &Path) {
         .collect();
     stored.sort();
     assert_eq!(stored, expected, "the state directory holds the inventory");
+    // Sensitive data: GET /users/{id} answers with an email, reported masked, once.
+    let found: Vec<serde_json::Value> = text
+        .lines()
+        .map(|l| serde_json::from_str::<serde_json::Value>(l).unwrap())
+        .filter(|t| t["kind"] == "sensitive_data" && t["type"] == "email")
+        .collect();
+    assert_eq!(found.len(), 1, "{found:?}");
+    let f = &found[0];
+    assert_eq!(
+        (&f["template"], &f["location"], &f["field"]),
+        (&"/users/{id}".into(), &"response_body".into(), &"$.email".into())
+    );
+    assert_eq!(f["masked"], "u***@e***.com");
+    let users =
+        v["endpoints"].as_array().unwrap().iter().find(|e| e["method"] == "GET" && e["template"] == "/users/{id}");
+    let sens = &users.unwrap()["sensitive_data"];
+    assert_eq!(sens[0]["type"], "email", "{sens}");
+    // The values never leave in clear: not in the output, not in the stored inventory.
+    let store = std::fs::read(state.join("inventory.redb")).unwrap();
+    for v in ["u1@example.com", "u2@example.com"] {
+        assert!(!text.contains(v), "{v} in the output");
+        assert!(!store.windows(v.len()).any(|w| w == v.as_bytes()), "{v} in the stored inventory");
+    }
 }
 
 /// Bytes received plus sent by the server's interface.

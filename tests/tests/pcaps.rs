@@ -40,8 +40,14 @@ fn cli_output(files: &[PathBuf], workers: usize) -> (String, Option<String>) {
         render: RenderOptions::default(),
         workers,
         progress: false,
-        // As the command line does by default: inventory records follow the transactions.
-        inventory: Some(InventoryOptions { cfg: Default::default(), observe: Default::default(), state: None }),
+        // As the command line does by default: inventory and sensitive-data records follow
+        // the transactions.
+        inventory: Some(InventoryOptions {
+            cfg: Default::default(),
+            observe: Default::default(),
+            sensitive: apiwatch::config::ClassifySection::default().build(None, true).expect("default classifier"),
+            state: None,
+        }),
     };
     let report = run_replay(&opts).expect("replay runs");
     (std::fs::read_to_string(out).expect("output"), report.error.map(|e| format!("{e:#}")))

@@ -574,6 +574,7 @@ fn inventory_memory(quick: bool) -> Result<()> {
         req_body: None,
         resp_body: Some(body.to_vec()),
         auth_label: "bearer".into(),
+        material: None,
     };
     let mut events = Vec::new();
     let mut reported = 0usize;
@@ -664,6 +665,7 @@ fn inventory_memory(quick: bool) -> Result<()> {
             req_body: None,
             resp_body: None,
             auth_label: "none".into(),
+            material: None,
         };
         if i % 10 == 0 {
             o.method = "PUT".into();

@@ -144,6 +144,12 @@ pub struct Endpoint {
     /// Bodies whose schema was inferred (the first 16, then one call in 64).
     #[serde(default)]
     pub schema_samples: u64,
+    /// Sensitive data seen in its transactions (sampled).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub sensitive: Vec<crate::sensitive::Exposure>,
+    /// Transactions offered to the classifier (its sampling counts these).
+    #[serde(default)]
+    pub sensitive_seen: u64,
 }
 
 /// Schemas are inferred from the first bodies of an endpoint, then from one call in this many.
@@ -246,6 +252,8 @@ impl Endpoint {
         self.cleartext_calls += o.cleartext_calls;
         self.reported |= o.reported;
         self.schema_samples += o.schema_samples;
+        crate::sensitive::merge(&mut self.sensitive, &o.sensitive);
+        self.sensitive_seen += o.sensitive_seen;
     }
 
     /// Share of successful (2xx) calls that carried no credentials.

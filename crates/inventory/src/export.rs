@@ -72,6 +72,13 @@ pub fn endpoint_json(inv: &Inventory, v: &EndpointView<'_>) -> Value {
                     "last_external": e.last_external.map(time)},
         "cleartext_calls": e.cleartext_calls,
         "posture": posture,
+        "sensitive_data": e.sensitive.iter().map(|x| json!({
+            "type": x.ty, "location": x.location, "field": x.field, "count": x.count,
+            "first_seen": time(x.first_seen), "last_seen": time(x.last_seen), "confidence": x.confidence,
+            "status_classes": x.status_classes.by, "external": x.external, "example": x.example,
+            "distinct_values": x.hashes.len(), "detail": x.detail,
+        })).collect::<Vec<_>>(),
+        "classifier_calls_seen": e.sensitive_seen,
     })
 }
 
@@ -97,6 +104,7 @@ pub fn inventory_json(inv: &Inventory) -> Value {
         "endpoints": endpoints,
         "declared": declared,
         "counters": inv.counters,
+        "sensitive_counters": inv.sensitive.as_ref().map(|s| &s.counters),
     })
 }
 

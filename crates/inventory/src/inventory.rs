@@ -148,6 +148,22 @@ pub struct InventoryEvent {
     pub auth: Vec<String>,
     pub external: bool,
     pub posture: Posture,
+    /// For `new_exposure` and `external_exposure` events: what was found.
+    #[serde(skip)]
+    pub exposure: Option<Box<ExposureEvent>>,
+}
+
+/// A sensitive-data event: one finding that was new for its endpoint (or newly external).
+#[derive(Debug, Clone)]
+pub struct ExposureEvent {
+    pub ty: String,
+    pub location: &'static str,
+    pub field: String,
+    pub status_class: &'static str,
+    pub confidence: u8,
+    pub masked: String,
+    pub hash: String,
+    pub detail: Option<String>,
 }
 
 /// One endpoint as reports show it.
@@ -158,6 +174,20 @@ pub struct EndpointView<'a> {
     pub node: u32,
     pub confidence: f64,
     pub endpoint: &'a Endpoint,
+}
+
+impl Posture {
+    pub fn unknown() -> Posture {
+        Posture {
+            standing: Standing::Unknown,
+            spec: None,
+            declared_path: None,
+            reason: None,
+            undocumented_query: Vec::new(),
+            undocumented_status: Vec::new(),
+            undocumented_types: Vec::new(),
+        }
+    }
 }
 
 pub struct Inventory {
@@ -172,6 +202,8 @@ pub struct Inventory {
     next_scan: i64,
     learning: Learning,
     decl: Vec<Vec<(DeclaredOp, Vec<DeclSeg>)>>,
+    /// The sensitive-data classifier, when it is on.
+    pub sensitive: Option<crate::sensitive::Sensitive>,
 }
 
 fn host_matches(hosts: &[String], host: &str) -> bool {
@@ -192,6 +224,7 @@ impl Inventory {
             next_scan: i64::MIN,
             learning: Learning::default(),
             decl,
+            sensitive: None,
         }
     }
 
@@ -260,19 +293,65 @@ impl Inventory {
         let merged = host.apply(&self.learning);
         self.endpoints -= merged as usize;
         self.counters.endpoints_merged += merged;
-        match host.trie.endpoint(at, &o.method) {
+        let slot = match host.trie.endpoint(at, &o.method) {
             Some(slot) => {
                 if let Some(Some(e)) = host.slots.get_mut(slot as usize) {
                     e.observe(o);
                 }
+                Some(slot)
             }
-            None if host.endpoints >= per_host || self.endpoints >= max_all => self.counters.endpoints_dropped_cap += 1,
+            None if host.endpoints >= per_host || self.endpoints >= max_all => {
+                self.counters.endpoints_dropped_cap += 1;
+                None
+            }
             None => {
                 let mut e = Endpoint::default();
                 e.observe(o);
                 let slot = host.alloc(e);
                 host.trie.add_endpoint(at, &o.method, slot);
                 self.endpoints += 1;
+                Some(slot)
+            }
+        };
+        if let (Some(s), Some(slot)) = (self.sensitive.as_mut(), slot) {
+            if let Some(Some(e)) = host.slots.get_mut(slot as usize) {
+                e.sensitive_seen += 1;
+                let n = e.sensitive_seen;
+                let findings = s.scan(o, n).to_vec();
+                for f in &findings {
+                    let name = s.type_name(f.ty);
+                    let change = crate::sensitive::expose(&mut e.sensitive, f, &name, o, &mut s.counters);
+                    if change == crate::sensitive::Change::None {
+                        continue;
+                    }
+                    events.push(InventoryEvent {
+                        event: if change == crate::sensitive::Change::New {
+                            "new_exposure"
+                        } else {
+                            "external_exposure"
+                        },
+                        ts: o.ts,
+                        host: o.host.to_string(),
+                        method: o.method.to_string(),
+                        template: host.trie.template(at),
+                        confidence: f64::from(f.confidence) / 100.0,
+                        first_seen: e.first_seen,
+                        calls: e.count,
+                        auth: vec![o.auth_label.to_string()],
+                        external: o.external,
+                        posture: Posture::unknown(),
+                        exposure: Some(Box::new(ExposureEvent {
+                            ty: name,
+                            location: f.location.name(),
+                            field: f.field.clone(),
+                            status_class: crate::sensitive::class_of(o.status),
+                            confidence: f.confidence,
+                            masked: f.masked.clone(),
+                            hash: f.hash.clone(),
+                            detail: f.detail.clone(),
+                        })),
+                    });
+                }
             }
         }
         if self.clock >= self.next_scan {
@@ -334,6 +413,7 @@ impl Inventory {
                 auth: e.auth.by.keys().map(String::from).collect(),
                 external: e.external_calls > 0,
                 posture,
+                exposure: None,
             });
             if let Some(Some(e)) = self.hosts.get_mut(name.as_ref()).and_then(|h| h.slots.get_mut(slot as usize)) {
                 e.reported = true;
@@ -346,15 +426,7 @@ impl Inventory {
 
     /// Compare one endpoint with the declared inventory.
     pub fn posture(&self, host: &str, method: &str, template: &str, e: &Endpoint) -> Posture {
-        let mut p = Posture {
-            standing: Standing::Unknown,
-            spec: None,
-            declared_path: None,
-            reason: None,
-            undocumented_query: Vec::new(),
-            undocumented_status: Vec::new(),
-            undocumented_types: Vec::new(),
-        };
+        let mut p = Posture::unknown();
         if self.cfg.specs.is_empty() {
             return p;
         }
@@ -572,6 +644,7 @@ mod tests {
             req_body: None,
             resp_body: None,
             auth_label: "none".into(),
+            material: None,
         }
     }
 
@@ -592,6 +665,69 @@ paths:
 
     fn spec() -> DeclaredApi {
         load("s.yaml", &mut |_| Ok(SPEC.to_string())).unwrap()
+    }
+
+    /// A call whose response body carries an email and a card number.
+    fn leaky(ts_s: i64, path: &str, external: bool) -> Observation {
+        let mut o = obs(ts_s, "GET", path, 200);
+        o.external = external;
+        o.resp_body = Some(br#"{"email":"jane@example.com","card":{"number":"4111111111111111"}}"#.to_vec());
+        o.material = Some(Box::default());
+        o
+    }
+
+    #[test]
+    fn sensitive_data_is_sampled_per_endpoint_and_reported_once_per_place() {
+        let mut inv = Inventory::new(InventoryConfig::default());
+        let cfg = crate::sensitive::SensitiveConfig { first: 2, every: 4, ..Default::default() };
+        inv.sensitive = Some(crate::sensitive::Sensitive::new(cfg));
+        let mut ev = Vec::new();
+        for i in 0..10 {
+            inv.observe(&leaky(i, &format!("/accounts/{}", 1000 + i), false), &mut ev);
+        }
+        let exposures: Vec<(&str, String, String)> =
+            ev.iter().filter_map(|e| e.exposure.as_ref().map(|x| (e.event, x.ty.clone(), x.field.clone()))).collect();
+        assert_eq!(
+            exposures,
+            vec![
+                ("new_exposure", "email".to_string(), "$.email".to_string()),
+                ("new_exposure", "credit_card".to_string(), "$.card.number".to_string())
+            ]
+        );
+        let x = ev.iter().find_map(|e| e.exposure.as_ref()).unwrap();
+        assert_eq!((x.masked.as_str(), x.status_class, x.location), ("j***@e***.com", "2xx", "response_body"));
+        // Calls 1, 2 (the first two), then 4 and 8 (one in four) of the endpoint: sampling
+        // counts the endpoint's calls after templating (/accounts/{id}), not raw paths.
+        let c = &inv.sensitive.as_ref().unwrap().counters;
+        assert_eq!((c.transactions_seen, c.transactions_sampled, c.skipped_rate), (10, 4, 6));
+        // An external client: one more event per place, then nothing new.
+        ev.clear();
+        inv.observe(&leaky(20, "/accounts/1", true), &mut ev);
+        inv.observe(&leaky(21, "/accounts/2", true), &mut ev);
+        let kinds: Vec<&str> = ev.iter().filter(|e| e.exposure.is_some()).map(|e| e.event).collect();
+        assert_eq!(kinds, vec!["external_exposure", "external_exposure"]);
+        inv.finish(&mut ev);
+        let views = inv.views();
+        let e = views.iter().find(|v| v.template == "/accounts/{id}").expect("templated").endpoint;
+        assert_eq!(e.sensitive.len(), 2);
+        assert!(e.sensitive.iter().all(|x| x.external && x.count == 5 && x.hashes.len() == 1));
+    }
+
+    #[test]
+    fn the_byte_budget_holds_in_packet_time() {
+        let mut inv = Inventory::new(InventoryConfig::default());
+        // Room for about one body per second.
+        let cfg = crate::sensitive::SensitiveConfig { bytes_per_sec: 120, first: 1000, ..Default::default() };
+        inv.sensitive = Some(crate::sensitive::Sensitive::new(cfg));
+        let mut ev = Vec::new();
+        for i in 0..40 {
+            // Four calls per second of packet time.
+            inv.observe(&leaky(i / 4, "/accounts/7", false), &mut ev);
+        }
+        let c = &inv.sensitive.as_ref().unwrap().counters;
+        assert_eq!(c.transactions_seen, 40);
+        assert!((9..=11).contains(&c.transactions_sampled), "{c:?}");
+        assert_eq!(c.skipped_budget, 40 - c.transactions_sampled);
     }
 
     fn by_template(events: &[InventoryEvent]) -> BTreeMap<String, &InventoryEvent> {

@@ -10,9 +10,11 @@ pub mod inventory;
 pub mod observe;
 pub mod schema;
 pub mod segment;
+pub mod sensitive;
 pub mod smallmap;
 pub mod spec;
 pub mod template;
 
 pub use inventory::{Inventory, InventoryConfig, InventoryEvent};
 pub use observe::{Cidr, Observation, ObserveConfig};
+pub use sensitive::{Sensitive, SensitiveConfig};

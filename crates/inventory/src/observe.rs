@@ -70,6 +70,9 @@ pub struct ObserveConfig {
     pub trusted_proxies: Vec<Cidr>,
     /// Infer JSON body schemas (the costliest part of an observation).
     pub schemas: bool,
+    /// Carry what the sensitive-data classifier reads (heads, query, bodies of any type),
+    /// moved out of the transaction, to the inventory, which samples it per endpoint.
+    pub classify: bool,
 }
 
 impl Default for ObserveConfig {
@@ -78,8 +81,21 @@ impl Default for ObserveConfig {
             internal: DEFAULT_INTERNAL.iter().map(|c| c.parse().expect("valid default")).collect(),
             trusted_proxies: Vec::new(),
             schemas: true,
+            classify: false,
         }
     }
+}
+
+/// What the classifier may read of a transaction, moved out of it (no copy).
+#[derive(Debug, Clone, Default)]
+pub struct Material {
+    /// The query string, raw (without `?`).
+    pub query: Box<str>,
+    pub req_head: apiwatch_model::MessageHead,
+    pub resp_head: Option<apiwatch_model::MessageHead>,
+    /// Bodies that are not JSON (JSON ones are in `Observation::req_body`/`resp_body`).
+    pub req_body: Vec<u8>,
+    pub resp_body: Vec<u8>,
 }
 
 /// Credentials seen on a request. Names only, never values.
@@ -138,6 +154,8 @@ pub struct Observation {
     pub resp_body: Option<Vec<u8>>,
     /// `auth.label()`, rendered once where the observation is made.
     pub auth_label: Box<str>,
+    /// For the classifier, when `ObserveConfig::classify` is on.
+    pub material: Option<Box<Material>>,
 }
 
 fn text(b: &[u8]) -> &str {
@@ -352,7 +370,7 @@ impl Observation {
     /// key an endpoint on). JSON body samples are moved out of `tx` (render it first).
     pub fn of(tx: &mut Transaction, cfg: &ObserveConfig) -> Option<Observation> {
         let mut o = Observation::read(tx, cfg)?;
-        if cfg.schemas {
+        if cfg.schemas || cfg.classify {
             let take = |m: &mut apiwatch_model::Message, t: Option<&str>| {
                 (is_json(t) && !m.body.sample.is_empty() && !m.body.sample_truncated)
                     .then(|| std::mem::take(&mut m.body.sample))
@@ -363,6 +381,22 @@ impl Observation {
             if let Some(r) = tx.response.as_deref_mut() {
                 o.resp_body = take(&mut r.msg, o.resp_type.as_deref());
             }
+        }
+        if cfg.classify {
+            let mut m = Material::default();
+            if let Some(r) = tx.request.as_deref_mut() {
+                let uri = r.uri();
+                if let Some(q) = uri.iter().position(|&c| c == b'?') {
+                    m.query = String::from_utf8_lossy(&uri[q + 1..]).into();
+                }
+                m.req_head = std::mem::take(&mut r.msg.head);
+                m.req_body = std::mem::take(&mut r.msg.body.sample);
+            }
+            if let Some(r) = tx.response.as_deref_mut() {
+                m.resp_head = Some(std::mem::take(&mut r.msg.head));
+                m.resp_body = std::mem::take(&mut r.msg.body.sample);
+            }
+            o.material = Some(Box::new(m));
         }
         Some(o)
     }
@@ -415,6 +449,7 @@ impl Observation {
             query,
             external: !cfg.internal.iter().any(|c| c.contains(client)),
             client,
+            material: None,
         })
     }
 }

@@ -1,0 +1,338 @@
+//! Sensitive data per endpoint: which transactions the classifier reads (sampled per
+//! endpoint, after templating, within a byte budget in packet time), and what each
+//! endpoint was seen to expose (type, location, field, response classes, counts).
+
+use crate::endpoint::Counts;
+use crate::observe::Observation;
+use apiwatch_classify::{Classifier, DataType, Finding, Location};
+use serde::{Deserialize, Serialize};
+
+#[derive(Debug, Clone)]
+pub struct SensitiveConfig {
+    pub classifier: apiwatch_classify::Config,
+    /// Names of the custom types, by index (`DataType::Custom(i)`).
+    pub custom_names: Vec<String>,
+    /// Every one of an endpoint's first `first` transactions is scanned...
+    pub first: u64,
+    /// ...then one in `every`.
+    pub every: u64,
+    /// Bytes of each body scanned at most.
+    pub max_body_bytes: usize,
+    /// Bytes scanned per second of packet time, all endpoints together (a CPU budget that
+    /// gives the same answer on every replay).
+    pub bytes_per_sec: u64,
+}
+
+impl Default for SensitiveConfig {
+    fn default() -> Self {
+        SensitiveConfig {
+            classifier: apiwatch_classify::Config::default(),
+            custom_names: Vec::new(),
+            first: 32,
+            every: 16,
+            max_body_bytes: 64 << 10,
+            bytes_per_sec: 16 << 20,
+        }
+    }
+}
+
+/// Coverage counters: how much was seen, read and skipped, so that an empty report can be
+/// told from an unread one.
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
+pub struct SensitiveCounters {
+    pub transactions_seen: u64,
+    pub transactions_sampled: u64,
+    pub skipped_rate: u64,
+    pub skipped_budget: u64,
+    pub bodies_scanned: u64,
+    pub bodies_truncated: u64,
+    pub bytes_scanned: u64,
+    pub findings: u64,
+    pub exposures_dropped_cap: u64,
+}
+
+/// One (type, location, field) an endpoint was seen to carry.
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
+pub struct Exposure {
+    #[serde(rename = "type")]
+    pub ty: Box<str>,
+    pub location: Box<str>,
+    pub field: Box<str>,
+    pub count: u64,
+    pub first_seen: i64,
+    pub last_seen: i64,
+    /// Highest confidence seen (0-100).
+    pub confidence: u8,
+    /// Transactions by response class (`2xx`, `4xx`, `none`...).
+    pub status_classes: Counts,
+    /// Sent to or from a client outside the internal networks.
+    pub external: bool,
+    /// A masked example (never the value).
+    pub example: Box<str>,
+    /// Distinct keyed hashes seen (up to `MAX_HASHES`): how many different values.
+    pub hashes: Vec<Box<str>>,
+    #[serde(skip_serializing_if = "Option::is_none", default)]
+    pub detail: Option<Box<str>>,
+}
+
+/// Exposures kept per endpoint; more are counted (`exposures_dropped_cap`).
+pub const MAX_EXPOSURES: usize = 32;
+pub const MAX_HASHES: usize = 8;
+
+/// What an exposure change means for the output stream.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Change {
+    None,
+    /// The endpoint carried this type at this place for the first time.
+    New,
+    /// The first time it went to (or came from) an external client.
+    External,
+}
+
+pub fn class_of(status: u16) -> &'static str {
+    match status / 100 {
+        1 => "1xx",
+        2 => "2xx",
+        3 => "3xx",
+        4 => "4xx",
+        5 => "5xx",
+        _ => "none",
+    }
+}
+
+/// Record `f` (from observation `o`) in `list`.
+pub fn expose(
+    list: &mut Vec<Exposure>,
+    f: &Finding,
+    name: &str,
+    o: &Observation,
+    counters: &mut SensitiveCounters,
+) -> Change {
+    let class = class_of(o.status);
+    let i = list.iter().position(|x| &*x.ty == name && &*x.location == f.location.name() && *x.field == *f.field);
+    let (x, mut change) = match i {
+        Some(i) => (&mut list[i], Change::None),
+        None if list.len() >= MAX_EXPOSURES => {
+            counters.exposures_dropped_cap += 1;
+            return Change::None;
+        }
+        None => {
+            list.push(Exposure {
+                ty: name.into(),
+                location: f.location.name().into(),
+                field: f.field.as_str().into(),
+                first_seen: o.ts,
+                example: f.masked.as_str().into(),
+                detail: f.detail.as_deref().map(Into::into),
+                ..Exposure::default()
+            });
+            (list.last_mut().expect("just pushed"), Change::New)
+        }
+    };
+    x.count += 1;
+    x.first_seen = x.first_seen.min(o.ts);
+    x.last_seen = x.last_seen.max(o.ts);
+    x.confidence = x.confidence.max(f.confidence);
+    x.status_classes.add(class, 1, 8);
+    if x.hashes.len() < MAX_HASHES && !x.hashes.iter().any(|h| **h == *f.hash) {
+        x.hashes.push(f.hash.as_str().into());
+    }
+    if o.external && !x.external {
+        x.external = true;
+        if change == Change::None {
+            change = Change::External;
+        }
+    }
+    change
+}
+
+/// Merge `from` into `into` (templates merged two endpoints).
+pub fn merge(into: &mut Vec<Exposure>, from: &[Exposure]) {
+    for f in from {
+        let at = into.iter().position(|x| x.ty == f.ty && x.location == f.location && x.field == f.field);
+        match at {
+            Some(i) => {
+                let x = &mut into[i];
+                x.count += f.count;
+                x.first_seen = x.first_seen.min(f.first_seen);
+                x.last_seen = x.last_seen.max(f.last_seen);
+                x.confidence = x.confidence.max(f.confidence);
+                x.status_classes.merge(&f.status_classes, 8);
+                x.external |= f.external;
+                for h in &f.hashes {
+                    if x.hashes.len() < MAX_HASHES && !x.hashes.contains(h) {
+                        x.hashes.push(h.clone());
+                    }
+                }
+            }
+            None if into.len() < MAX_EXPOSURES => into.push(f.clone()),
+            None => {}
+        }
+    }
+}
+
+/// The classifier with its sampling state.
+pub struct Sensitive {
+    classifier: Classifier,
+    pub cfg: SensitiveConfig,
+    tokens: f64,
+    last: i64,
+    pub counters: SensitiveCounters,
+    scratch: Vec<Finding>,
+}
+
+impl std::fmt::Debug for Sensitive {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Sensitive").field("counters", &self.counters).finish()
+    }
+}
+
+impl Sensitive {
+    pub fn new(cfg: SensitiveConfig) -> Sensitive {
+        let budget = cfg.bytes_per_sec as f64;
+        Sensitive {
+            classifier: Classifier::new(cfg.classifier.clone()),
+            cfg,
+            tokens: budget,
+            last: i64::MIN,
+            counters: SensitiveCounters::default(),
+            scratch: Vec::new(),
+        }
+    }
+
+    pub fn type_name(&self, t: DataType) -> String {
+        match t {
+            DataType::Custom(i) => self.cfg.custom_names.get(i as usize).cloned().unwrap_or_else(|| "custom".into()),
+            t => t.name().to_string(),
+        }
+    }
+
+    /// Whether the endpoint's `n`-th transaction (1-based) is read, at packet time `ts`,
+    /// costing `bytes`.
+    fn wants(&mut self, n: u64, ts: i64, bytes: usize) -> bool {
+        self.counters.transactions_seen += 1;
+        if n > self.cfg.first && !n.is_multiple_of(self.cfg.every.max(1)) {
+            self.counters.skipped_rate += 1;
+            return false;
+        }
+        // Token bucket refilled by packet time, holding at most one second of budget.
+        let rate = self.cfg.bytes_per_sec as f64;
+        if self.last != i64::MIN && ts > self.last {
+            self.tokens = (self.tokens + (ts - self.last) as f64 * 1e-9 * rate).min(rate);
+        }
+        self.last = self.last.max(ts);
+        if self.tokens < bytes as f64 && bytes > 0 {
+            self.counters.skipped_budget += 1;
+            return false;
+        }
+        self.tokens -= bytes as f64;
+        self.counters.transactions_sampled += 1;
+        true
+    }
+
+    /// Scan the observation's material if the endpoint's `n`-th call is sampled. Findings
+    /// are left in the returned slice.
+    pub fn scan(&mut self, o: &Observation, n: u64) -> &[Finding] {
+        self.scratch.clear();
+        let Some(m) = o.material.as_deref() else { return &self.scratch };
+        let cap = self.cfg.max_body_bytes;
+        let body_len = |b: &[u8]| b.len().min(cap);
+        let req_body = o.req_body.as_deref().unwrap_or(&m.req_body);
+        let resp_body = o.resp_body.as_deref().unwrap_or(&m.resp_body);
+        let cost = body_len(req_body)
+            + body_len(resp_body)
+            + m.query.len()
+            + o.path.len()
+            + m.req_head.raw.len()
+            + m.resp_head.as_ref().map_or(0, |h| h.raw.len());
+        if !self.wants(n, o.ts, cost) {
+            return &self.scratch;
+        }
+        self.counters.bytes_scanned += cost as u64;
+        let c = &self.classifier;
+        let out = &mut self.scratch;
+        // Path segments, each under the name of the segment before it (`/ssn/536-90-1234`).
+        let mut prev = "";
+        for (i, seg) in o.path.split('/').filter(|s| !s.is_empty()).enumerate().take(32) {
+            let v = apiwatch_classify::percent_decode(seg.as_bytes());
+            c.scan_value(Location::Path, &format!("/{i}"), prev, &v, out);
+            prev = seg;
+        }
+        if !m.query.is_empty() {
+            c.scan_form(Location::Query, m.query.as_bytes(), out);
+        }
+        scan_head(c, Location::RequestHeader, &m.req_head, out);
+        if let Some(h) = &m.resp_head {
+            scan_head(c, Location::ResponseHeader, h, out);
+        }
+        for (loc, body, ty) in [
+            (Location::RequestBody, req_body, o.req_type.as_deref()),
+            (Location::ResponseBody, resp_body, o.resp_type.as_deref()),
+        ] {
+            if body.is_empty() {
+                continue;
+            }
+            self.counters.bodies_scanned += 1;
+            if body.len() > cap {
+                self.counters.bodies_truncated += 1;
+            }
+            c.scan_body(loc, ty, &body[..body.len().min(cap)], out);
+        }
+        self.counters.findings += out.len() as u64;
+        &self.scratch
+    }
+}
+
+/// Header values under their names; cookies split into name=value pairs. The request line
+/// and Host are not personal data; Content-Length and the like are numbers.
+fn scan_head(c: &Classifier, loc: Location, head: &apiwatch_model::MessageHead, out: &mut Vec<Finding>) {
+    for (n, v) in head.iter() {
+        let name = String::from_utf8_lossy(n).to_ascii_lowercase();
+        if matches!(
+            name.as_str(),
+            "host"
+                | "content-length"
+                | "content-type"
+                | "date"
+                | "etag"
+                | "accept"
+                | "accept-encoding"
+                | "user-agent"
+                | "connection"
+                | "cache-control"
+                | "last-modified"
+                | "expires"
+                | "server"
+                | "vary"
+        ) {
+            continue;
+        }
+        let value = String::from_utf8_lossy(v);
+        if name == "cookie" || name == "set-cookie" {
+            let pairs = if name == "cookie" {
+                value.split(';').collect::<Vec<_>>()
+            } else {
+                value.split(';').take(1).collect()
+            };
+            for p in pairs {
+                let (k, v) = p.trim().split_once('=').unwrap_or((p.trim(), ""));
+                let field = format!("{name}:{k}");
+                let ctx = if is_session_cookie(k) { "session" } else { k };
+                c.scan_value(loc, &field, ctx, v, out);
+            }
+            continue;
+        }
+        if name == "authorization" || name == "proxy-authorization" {
+            // `Bearer <jwt>` is found by its shape; other schemes are credentials by name.
+            let token = value.split_once(' ').map_or(value.as_ref(), |(_, t)| t.trim());
+            c.scan_value(loc, &name, if token.starts_with("eyJ") { "" } else { "secret" }, token, out);
+            continue;
+        }
+        c.scan_value(loc, &name, &name, &value, out);
+    }
+}
+
+fn is_session_cookie(name: &str) -> bool {
+    let l = name.to_ascii_lowercase();
+    l.contains("sess") || l == "sid" || l == "connect.sid" || l.ends_with("_sid") || l == "jsessionid"
+}
