@@ -30,7 +30,7 @@ pub fn run(root: &Path, args: &[String]) -> Result<()> {
     if args.first().map(String::as_str) == Some("live") {
         return live(root, quick);
     }
-    if args.first().map(String::as_str) == Some("inventory") {
+    if matches!(args.first().map(String::as_str), Some("inventory" | "classify")) {
         if cfg!(debug_assertions) {
             // Measure optimized code: run this benchmark from a release build of xtask.
             return crate::run(
@@ -39,6 +39,14 @@ pub fn run(root: &Path, args: &[String]) -> Result<()> {
                     .args(args)
                     .current_dir(root),
             );
+        }
+        if args[0] == "classify" {
+            let py = if args.iter().any(|a| a == "--no-presidio") {
+                None
+            } else {
+                crate::classify_quality::presidio_python(&cache_dir().join("presidio-venv"))
+            };
+            return crate::classify_quality::speed(root, py.as_deref());
         }
         return inventory_memory(quick);
     }
@@ -184,14 +192,17 @@ fn bench_file(bin: &Path, name: &str, file: &Path, quick: bool) -> Result<()> {
     let mut one = Vec::new();
     let mut two = Vec::new();
     let mut one_off = Vec::new();
+    let mut one_nocls = Vec::new();
     for _ in 0..reps {
         libpcap.push(read_only(bin, file, "libpcap")?);
         ours_read.push(read_only(bin, file, "mmap")?);
         one.push(apiwatch_run(bin, file, 1)?);
         one_off.push(apiwatch_run_with(bin, file, 1, &["--no-inventory"])?.secs);
+        one_nocls.push(apiwatch_run_with(bin, file, 1, &["--no-classify"])?.secs);
         two.push(apiwatch_run(bin, file, 2)?);
     }
     let r1_off = median(one_off);
+    let r1_nocls = median(one_nocls);
     let r1 = median(one.iter().map(|r| r.secs).collect());
     let r2 = median(two.iter().map(|r| r.secs).collect());
     let (pk, tx) = (one[0].packets, one[0].transactions);
@@ -248,15 +259,23 @@ fn bench_file(bin: &Path, name: &str, file: &Path, quick: bool) -> Result<()> {
     row("libpcap read loop (nothing else)", lp, false);
     row("our mmap reader (nothing else)", orr, false);
     row("apiwatch replay, 1 worker, no inventory", r1_off, true);
-    row("apiwatch replay, 1 worker", r1, true);
+    row("apiwatch replay, 1 worker, no classifier", r1_nocls, true);
+    row("apiwatch replay, 1 worker (default)", r1, true);
     row("apiwatch replay, 2 workers (sharded)", r2, true);
     println!("  peak RSS of apiwatch: {:.1} MB", rss as f64 / 1e6);
     println!(
-        "  inventory on vs off (1 worker): {:.0} vs {:.0} transactions/s ({:.2}x; {:.2} µs per transaction)",
-        tx as f64 / r1,
+        "  inventory on vs off (1 worker, no classifier): {:.0} vs {:.0} transactions/s ({:.2}x; {:.2} µs per transaction)",
+        tx as f64 / r1_nocls,
         tx as f64 / r1_off,
-        r1_off / r1,
-        (r1 - r1_off).max(0.0) * 1e6 / tx.max(1) as f64
+        r1_off / r1_nocls,
+        (r1_nocls - r1_off).max(0.0) * 1e6 / tx.max(1) as f64
+    );
+    println!(
+        "  classifier on vs off (1 worker, default sampling): {:.0} vs {:.0} transactions/s ({:.2}x; {:.2} µs per transaction)",
+        tx as f64 / r1,
+        tx as f64 / r1_nocls,
+        r1_nocls / r1,
+        (r1 - r1_nocls).max(0.0) * 1e6 / tx.max(1) as f64
     );
     println!("  ratios: 1 worker = {:.2}x the libpcap read loop; 2 workers = {:.2}x 1 worker", lp / r1, r1 / r2);
     println!(

@@ -8,8 +8,9 @@
 
 mod bench;
 mod capture;
+mod classify_quality;
 mod damage;
-pub mod quality;
+mod quality;
 
 use anyhow::{bail, Context, Result};
 use std::path::{Path, PathBuf};
@@ -33,6 +34,11 @@ fn main() -> Result<()> {
         }
         Some("damage") => damage::cli(&args[1..]),
         Some("ebpf") => ebpf(&root, args.iter().any(|a| a == "--check")),
+        Some("classify-quality") => {
+            let docs: usize = flag_value(&args, "--docs").map(|s| s.parse()).transpose()?.unwrap_or(2000);
+            let py = flag_value(&args, "--presidio").map(std::path::PathBuf::from);
+            classify_quality::run(&root, docs, py.as_deref())
+        }
         Some("inventory-quality") => {
             let per_op: usize = flag_value(&args, "--per-op").map(|s| s.parse()).transpose()?.unwrap_or(20);
             let mut specs: Vec<String> = args.windows(2).filter(|w| w[0] == "--spec").map(|w| w[1].clone()).collect();
@@ -110,6 +116,8 @@ fn bless(root: &Path) -> Result<()> {
 /// fresh captures from real programs and replays them.
 fn test(root: &Path) -> Result<()> {
     run(Command::new("cargo").args(["test", "--workspace", "--all-targets"]).current_dir(root))?;
+    // Sensitive-data classifier: per-type precision and recall on the labeled set.
+    classify_quality::run(root, 2000, None)?;
     // The committed eBPF objects must be what their sources compile to.
     ebpf(root, true)?;
     let ci = std::env::var("CI").map(|v| v == "true").unwrap_or(false);
@@ -203,7 +211,7 @@ fn fuzz(root: &Path, secs: u64) -> Result<()> {
     if !have {
         run(Command::new("cargo").args(["install", "cargo-fuzz", "--locked"]))?;
     }
-    for target in ["decode", "reassemble", "http", "capture_file"] {
+    for target in ["decode", "reassemble", "http", "capture_file", "classify"] {
         let corpus = root.join("fuzz/corpus").join(target);
         std::fs::create_dir_all(&corpus)?;
         println!("fuzzing {target} for {secs} s");

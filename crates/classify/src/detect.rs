@@ -37,75 +37,176 @@ pub(crate) struct Context {
 }
 
 impl Context {
+    /// Read a field name. Called for every scanned value, so it is one pass of an
+    /// automaton over the name, lower-cased with its words spaced (`cardNumber`,
+    /// `card_number`, `card-number` all read `card number`).
     pub(crate) fn of(name: &str) -> Context {
-        let mut n = String::with_capacity(name.len());
-        for c in name.chars() {
+        let mut buf = [0u8; 64];
+        let mut len = 0;
+        let mut prev: u8 = b' ';
+        for &c in name.as_bytes() {
+            if len + 2 > buf.len() {
+                break;
+            }
             if c.is_ascii_alphanumeric() {
-                n.push(c.to_ascii_lowercase());
+                // A new word at a hump (`cardNumber`) or where digits start (`phone2`).
+                let hump = c.is_ascii_uppercase() && (prev.is_ascii_lowercase() || prev.is_ascii_digit());
+                let digits = c.is_ascii_digit() && prev.is_ascii_alphabetic();
+                if (hump || digits) && len > 0 && buf[len - 1] != b' ' {
+                    buf[len] = b' ';
+                    len += 1;
+                }
+                buf[len] = c.to_ascii_lowercase();
+                len += 1;
+            } else if len > 0 && buf[len - 1] != b' ' {
+                buf[len] = b' ';
+                len += 1;
+            }
+            prev = c;
+        }
+        while len > 0 && buf[len - 1] == b' ' {
+            len -= 1;
+        }
+        let n = &buf[..len];
+        let (ac, kws) = keywords();
+        let mut f = 0u32;
+        for m in ac.find_overlapping_iter(n) {
+            let (flag, short) = kws[m.pattern().as_usize()];
+            let (s, e) = (m.start(), m.end());
+            // Short keywords (`pan`, `aba`, `rtn`, `dob`) only as words of their own, plural
+            // allowed (`passportNo` has no `rtn`); long ones anywhere (`billingPassword`).
+            let word = (s == 0 || n[s - 1] == b' ')
+                && (e == n.len() || n[e] == b' ' || n[e] == b's' && (e + 1 == n.len() || n[e + 1] == b' '));
+            if !short || word {
+                f |= flag;
             }
         }
-        let has = |w: &[&str]| w.iter().any(|x| n.contains(x));
-        let password = has(&["password", "passwd", "passphrase", "pwd"]);
+        let is = |w: &[u8]| n == w;
+        let last_word = n.rsplit(|&c| c == b' ').next().unwrap_or(b"");
+        let password = f & K_PASSWORD != 0 && f & K_PASSPORT == 0;
         Context {
-            card: has(&["card", "ccnum", "creditcard", "pan", "cardnumber"]) && !has(&["pantone", "company"]),
-            ssn: has(&["ssn", "socialsecurity", "taxpayer", "itin"]),
-            routing: has(&["routing", "aba", "rtn"]),
-            phone: has(&["phone", "mobile", "tel", "fax", "msisdn", "cell"]),
-            dob: has(&["birth", "dob", "bday"]),
-            passport: has(&["passport"]),
-            nino: has(&["nino", "nationalinsurance", "insurancenumber"]),
-            aadhaar: has(&["aadhaar", "aadhar", "uidai"]),
-            dni: has(&["dni", "nie", "nif"]),
-            bsn: has(&["bsn", "burgerservice"]),
-            iban: has(&["iban", "bankaccount", "account"]),
+            card: f & K_CARD != 0,
+            ssn: f & K_SSN != 0,
+            routing: f & K_ROUTING != 0,
+            phone: f & K_PHONE != 0,
+            dob: f & K_DOB != 0,
+            passport: f & K_PASSPORT != 0,
+            nino: f & K_NINO != 0,
+            aadhaar: f & K_AADHAAR != 0,
+            dni: f & K_DNI != 0,
+            bsn: f & K_BSN != 0,
+            iban: f & K_IBAN != 0,
             password,
-            secret: !password
-                && (has(&[
-                    "secret",
-                    "apikey",
-                    "privatekey",
-                    "accesstoken",
-                    "refreshtoken",
-                    "clientsecret",
-                    "authtoken",
-                ]) || n == "token"
-                    || n == "key"),
-            aws_secret: has(&["awssecret", "secretaccesskey", "secretkey"]),
-            session: has(&["session", "sessid", "sid"]) || n == "connectsid",
-            not_personal: n == "id"
-                || n.ends_with("id") && !has(&["paypal"])
-                || has(&[
-                    "order",
-                    "tracking",
-                    "invoice",
-                    "sku",
-                    "isbn",
-                    "upc",
-                    "ean",
-                    "timestamp",
-                    "created",
-                    "updated",
-                    "time",
-                    "count",
-                    "total",
-                    "amount",
-                    "price",
-                    "version",
-                    "build",
-                    "serial",
-                    "reference",
-                    "transaction",
-                    "shipment",
-                    "ticket",
-                    "offset",
-                    "limit",
-                    "page",
-                    "size",
-                    "port",
-                ]),
-            version: has(&["version", "build", "release"]),
+            secret: !password && (f & K_SECRET != 0 || is(b"token") || is(b"key")),
+            aws_secret: f & K_AWS_SECRET != 0,
+            session: f & K_SESSION != 0,
+            not_personal: f & K_NOT_PERSONAL != 0 || last_word == b"id" || last_word == b"ids",
+            version: f & K_VERSION != 0,
         }
     }
+}
+
+const K_CARD: u32 = 1;
+const K_SSN: u32 = 1 << 1;
+const K_ROUTING: u32 = 1 << 2;
+const K_PHONE: u32 = 1 << 3;
+const K_DOB: u32 = 1 << 4;
+const K_PASSPORT: u32 = 1 << 5;
+const K_NINO: u32 = 1 << 6;
+const K_AADHAAR: u32 = 1 << 7;
+const K_DNI: u32 = 1 << 8;
+const K_BSN: u32 = 1 << 9;
+const K_IBAN: u32 = 1 << 10;
+const K_PASSWORD: u32 = 1 << 11;
+const K_SECRET: u32 = 1 << 12;
+const K_AWS_SECRET: u32 = 1 << 13;
+const K_SESSION: u32 = 1 << 14;
+const K_NOT_PERSONAL: u32 = 1 << 15;
+const K_VERSION: u32 = 1 << 16;
+
+/// Keywords of field names and what they say. Multi-word keywords are written as the
+/// normalized name reads them (`card number`), and also run together (`cardnumber`).
+const KEYWORDS: &[(u32, &[&str])] = &[
+    (K_CARD, &["card", "ccnum", "creditcard", "pan", "cc"]),
+    (K_SSN, &["ssn", "social security", "socialsecurity", "taxpayer", "itin"]),
+    (K_ROUTING, &["routing", "aba", "rtn"]),
+    (K_PHONE, &["phone", "mobile", "tel", "telephone", "fax", "msisdn", "cell"]),
+    (K_DOB, &["birth", "dob", "bday", "birthday"]),
+    (K_PASSPORT, &["passport"]),
+    (K_NINO, &["nino", "national insurance", "nationalinsurance", "insurance number", "ni"]),
+    (K_AADHAAR, &["aadhaar", "aadhar", "uidai"]),
+    (K_DNI, &["dni", "nie", "nif"]),
+    (K_BSN, &["bsn", "burgerservice"]),
+    (K_IBAN, &["iban", "bank account", "bankaccount", "account"]),
+    (K_PASSWORD, &["password", "passwd", "passphrase", "pwd", "pass"]),
+    (
+        K_SECRET,
+        &[
+            "secret",
+            "api key",
+            "apikey",
+            "private key",
+            "privatekey",
+            "access token",
+            "accesstoken",
+            "refresh token",
+            "refreshtoken",
+            "client secret",
+            "auth token",
+            "authtoken",
+        ],
+    ),
+    (K_AWS_SECRET, &["aws secret", "awssecret", "secret access key", "secretaccesskey", "secret key", "secretkey"]),
+    (K_SESSION, &["session", "sessid", "sid"]),
+    (
+        K_NOT_PERSONAL,
+        &[
+            "order",
+            "tracking",
+            "invoice",
+            "sku",
+            "isbn",
+            "upc",
+            "ean",
+            "timestamp",
+            "created",
+            "updated",
+            "time",
+            "count",
+            "total",
+            "amount",
+            "price",
+            "version",
+            "build",
+            "serial",
+            "reference",
+            "ref",
+            "transaction",
+            "shipment",
+            "ticket",
+            "offset",
+            "limit",
+            "page",
+            "size",
+            "port",
+        ],
+    ),
+    (K_VERSION, &["version", "build", "release"]),
+];
+
+fn keywords() -> &'static (AhoCorasick, Vec<(u32, bool)>) {
+    static KW: std::sync::OnceLock<(AhoCorasick, Vec<(u32, bool)>)> = std::sync::OnceLock::new();
+    KW.get_or_init(|| {
+        let mut pats = Vec::new();
+        let mut meta = Vec::new();
+        for (flag, words) in KEYWORDS {
+            for w in *words {
+                pats.push(*w);
+                meta.push((*flag, w.len() < 5));
+            }
+        }
+        (AhoCorasick::new(pats).expect("valid keywords"), meta)
+    })
 }
 
 /// A type from the configuration: a regular expression, an optional validator, and
@@ -220,6 +321,7 @@ const ANCHORS: &[(&str, Anchor)] = &[
 pub struct Classifier {
     pub(crate) cfg: Config,
     ac: AhoCorasick,
+    hmac: hmac::Hmac<sha2::Sha256>,
 }
 
 impl std::fmt::Debug for Classifier {
@@ -247,7 +349,8 @@ impl Classifier {
             .match_kind(MatchKind::LeftmostFirst)
             .build(ANCHORS.iter().map(|(p, _)| p))
             .expect("the anchors are valid patterns");
-        Classifier { cfg, ac }
+        let hmac = mask::hasher(&cfg.hash_key);
+        Classifier { cfg, ac, hmac }
     }
 
     fn finding(&self, ty: DataType, loc: Location, field: &str, value: &str, confidence: u8) -> Finding {
@@ -256,7 +359,7 @@ impl Classifier {
             location: loc,
             field: field.to_string(),
             masked: if self.cfg.redact { mask::mask(ty, value) } else { value.to_string() },
-            hash: mask::keyed_hash(&self.cfg.hash_key, ty, value),
+            hash: mask::keyed_hash_with(&self.hmac, ty, value),
             confidence,
             detail: None,
         }
@@ -265,11 +368,34 @@ impl Classifier {
     /// Scan `value`, found under the name `name` (a JSON key, a parameter or header name,
     /// empty if none) at `field` of `loc`.
     pub fn scan_value(&self, loc: Location, field: &str, name: &str, value: &str, out: &mut Vec<Finding>) {
+        if value.trim().is_empty() || out.len() >= self.cfg.max_findings {
+            return;
+        }
+        self.scan_in_context(loc, field, (name, &Context::of(name)), value, None, out);
+    }
+
+    /// Anchor matches over a whole body, found in one pass: (start, end, anchor index).
+    pub(crate) fn anchors_in(&self, body: &[u8]) -> Vec<(u32, u32, u16)> {
+        self.ac.find_iter(body).map(|m| (m.start() as u32, m.end() as u32, m.pattern().as_usize() as u16)).collect()
+    }
+
+    /// `scan_value` with the name already read (walkers read each key once): `named` is the
+    /// name and what it says.
+    pub(crate) fn scan_in_context(
+        &self,
+        loc: Location,
+        field: &str,
+        named: (&str, &Context),
+        value: &str,
+        anchors: Option<&[(u32, u32, u16)]>,
+        out: &mut Vec<Finding>,
+    ) {
+        let lead = value.len() - value.trim_start().len();
         let value = value.trim();
         if value.is_empty() || out.len() >= self.cfg.max_findings {
             return;
         }
-        let ctx = Context::of(name);
+        let (name, ctx) = (named.0, *named.1);
         let start = out.len();
         let b = value.as_bytes();
         // Whole-value types that only the name tells.
@@ -296,11 +422,26 @@ impl Classifier {
             out.push(self.finding(DataType::Passport, loc, field, value, 85));
         }
         // Anchored formats.
-        for m in self.ac.find_iter(b) {
-            self.anchored(ANCHORS[m.pattern().as_usize()].1, b, m.start(), m.end(), loc, field, &ctx, out);
+        match anchors {
+            // Found in the whole body already (offsets relative to the untrimmed value).
+            Some(hits) => {
+                for &(s, e, p) in hits {
+                    let (s, e) = ((s as usize).wrapping_sub(lead), (e as usize).wrapping_sub(lead));
+                    if s < e && e <= b.len() {
+                        self.anchored(ANCHORS[p as usize].1, b, s, e, loc, field, &ctx, out);
+                    }
+                }
+            }
+            None => {
+                for m in self.ac.find_iter(b) {
+                    self.anchored(ANCHORS[m.pattern().as_usize()].1, b, m.start(), m.end(), loc, field, &ctx, out);
+                }
+            }
         }
-        // Tokens: digit runs and words.
-        self.tokens(b, loc, field, &ctx, out);
+        // Tokens: digit runs and words. Every token type has a digit (or a colon, IPv6).
+        if b.iter().any(|&c| c.is_ascii_digit() || c == b':') {
+            self.tokens(b, loc, field, &ctx, out);
+        }
         for (k, c) in self.cfg.custom.iter().enumerate() {
             if !c.keywords.is_empty() && !c.keywords.iter().any(|k| name.to_ascii_lowercase().contains(k.as_str())) {
                 continue;

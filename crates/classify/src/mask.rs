@@ -73,7 +73,17 @@ pub fn mask(ty: DataType, v: &str) -> String {
 /// lower case, for most types), first 16 bytes in hex: equal values give equal hashes
 /// whatever their formatting.
 pub fn keyed_hash(key: &[u8], ty: DataType, v: &str) -> String {
-    let mut mac = <Hmac<Sha256> as Mac>::new_from_slice(key).expect("HMAC takes keys of any length");
+    keyed_hash_with(&hasher(key), ty, v)
+}
+
+/// An HMAC keyed once (the key's pads computed), to be cloned per value.
+pub fn hasher(key: &[u8]) -> Hmac<Sha256> {
+    <Hmac<Sha256> as Mac>::new_from_slice(key).expect("HMAC takes keys of any length")
+}
+
+/// `keyed_hash` with a prepared key.
+pub fn keyed_hash_with(keyed: &Hmac<Sha256>, ty: DataType, v: &str) -> String {
+    let mut mac = keyed.clone();
     mac.update(ty.name().as_bytes());
     mac.update(b":");
     let exact = matches!(
@@ -104,9 +114,11 @@ pub fn keyed_hash(key: &[u8], ty: DataType, v: &str) -> String {
         mac.update(&norm);
     }
     let out = mac.finalize().into_bytes();
+    const HEX: &[u8; 16] = b"0123456789abcdef";
     let mut s = String::with_capacity(32);
     for b in &out[..16] {
-        s.push_str(&format!("{b:02x}"));
+        s.push(HEX[(b >> 4) as usize] as char);
+        s.push(HEX[(b & 15) as usize] as char);
     }
     s
 }

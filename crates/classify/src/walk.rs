@@ -2,8 +2,9 @@
 //! text, plain text. Every walker is tolerant: malformed input ends the walk, keeping what
 //! was found before it; nothing here panics on any input.
 
-use crate::detect::Classifier;
+use crate::detect::{Classifier, Context};
 use crate::types::{Finding, Location};
+use std::borrow::Cow;
 
 /// Deepest JSON nesting followed; deeper values are still scanned, under the path cut there.
 const MAX_DEPTH: usize = 32;
@@ -143,7 +144,21 @@ impl Classifier {
     /// Returns false if the body is not JSON as far as it goes (findings before the error
     /// are kept).
     pub fn scan_json(&self, loc: Location, body: &[u8], out: &mut Vec<Finding>) -> bool {
-        let mut w = JsonWalk { b: body, i: 0, path: String::from("$"), marks: Vec::new(), c: self, loc, out };
+        // The anchored formats (`eyJ`, `AKIA`, `@`...) are searched once over the whole body;
+        // their patterns hold no `"`, so each match lies inside one string.
+        let anchors = self.anchors_in(body);
+        let mut w = JsonWalk {
+            b: body,
+            i: 0,
+            path: String::from("$"),
+            marks: Vec::new(),
+            c: self,
+            loc,
+            out,
+            names: Vec::new(),
+            anchors,
+            next_anchor: 0,
+        };
         w.value(None).is_some()
     }
 }
@@ -157,9 +172,17 @@ struct JsonWalk<'a, 'o> {
     c: &'a Classifier,
     loc: Location,
     out: &'o mut Vec<Finding>,
+    /// Member names read so far and what they say (arrays of objects repeat them).
+    names: Vec<(Box<str>, Context)>,
+    /// Anchor matches in the body, in order, and the first not yet passed.
+    anchors: Vec<(u32, u32, u16)>,
+    next_anchor: usize,
 }
 
-impl JsonWalk<'_, '_> {
+/// Names remembered per JSON body.
+const MAX_NAMES: usize = 64;
+
+impl<'a> JsonWalk<'a, '_> {
     fn ws(&mut self) {
         while self.i < self.b.len() && self.b[self.i].is_ascii_whitespace() {
             self.i += 1;
@@ -169,6 +192,34 @@ impl JsonWalk<'_, '_> {
     fn peek(&mut self) -> Option<u8> {
         self.ws();
         self.b.get(self.i).copied()
+    }
+
+    /// Scan `v`, a value under `key`; `at` is where `v` starts in the body when it was taken
+    /// from it as is (no escapes).
+    fn scan(&mut self, key: &str, v: &str, at: Option<usize>) {
+        let ctx = match self.names.iter().find(|(n, _)| &**n == key) {
+            Some((_, c)) => *c,
+            None => {
+                let c = Context::of(key);
+                if self.names.len() < MAX_NAMES {
+                    self.names.push((key.into(), c));
+                }
+                c
+            }
+        };
+        let hits = at.map(|at| {
+            let (from, to) = (at as u32, (at + v.len()) as u32);
+            while self.next_anchor < self.anchors.len() && self.anchors[self.next_anchor].0 < from {
+                self.next_anchor += 1;
+            }
+            let first = self.next_anchor;
+            let mut last = first;
+            while last < self.anchors.len() && self.anchors[last].1 <= to {
+                last += 1;
+            }
+            self.anchors[first..last].iter().map(|&(s, e, p)| (s - from, e - from, p)).collect::<Vec<_>>()
+        });
+        self.c.scan_in_context(self.loc, &self.path, (key, &ctx), v, hits.as_deref(), self.out);
     }
 
     /// One value; `key` is the member name it is under.
@@ -232,8 +283,10 @@ impl JsonWalk<'_, '_> {
                 Some(())
             }
             b'"' => {
+                let start = self.i + 1;
                 let s = self.string()?;
-                self.c.scan_value(self.loc, &self.path, key.unwrap_or(""), &s, self.out);
+                let at = matches!(s, Cow::Borrowed(_)).then_some(start);
+                self.scan(key.unwrap_or(""), &s, at);
                 Some(())
             }
             _ => {
@@ -245,26 +298,33 @@ impl JsonWalk<'_, '_> {
                     return None;
                 }
                 let tok = &self.b[self.i..self.i + n];
+                let at = self.i;
                 self.i += n;
                 // Numbers can be card numbers, phone numbers or ids: scan the integer ones.
                 if n >= 7 && tok.iter().all(u8::is_ascii_digit) {
                     let s = std::str::from_utf8(tok).unwrap_or("");
-                    self.c.scan_value(self.loc, &self.path, key.unwrap_or(""), s, self.out);
+                    self.scan(key.unwrap_or(""), s, Some(at));
                 }
                 Some(())
             }
         }
     }
 
-    /// A string at `i` (on its opening quote), unescaped.
-    fn string(&mut self) -> Option<String> {
+    /// A string at `i` (on its opening quote), unescaped; borrowed from the body when it
+    /// has no escapes.
+    fn string(&mut self) -> Option<Cow<'a, str>> {
         self.i += 1;
         let start = self.i;
-        let rest = &self.b[start..];
+        let b: &'a [u8] = self.b;
+        let rest = &b[start..];
         let end = rest.iter().position(|&c| c == b'"' || c == b'\\')?;
         if rest[end] == b'"' {
             self.i = start + end + 1;
-            return Some(String::from_utf8_lossy(&rest[..end]).into_owned());
+            // Invalid UTF-8 is replaced, and then no longer lines up with the body.
+            return Some(match std::str::from_utf8(&rest[..end]) {
+                Ok(s) => Cow::Borrowed(s),
+                Err(_) => Cow::Owned(String::from_utf8_lossy(&rest[..end]).into_owned()),
+            });
         }
         // Escapes: decode.
         let mut s: Vec<u8> = rest[..end].to_vec();
@@ -273,7 +333,7 @@ impl JsonWalk<'_, '_> {
             match self.b[i] {
                 b'"' => {
                     self.i = i + 1;
-                    return Some(String::from_utf8_lossy(&s).into_owned());
+                    return Some(Cow::Owned(String::from_utf8_lossy(&s).into_owned()));
                 }
                 b'\\' => {
                     let e = *self.b.get(i + 1)?;

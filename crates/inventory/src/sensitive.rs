@@ -29,7 +29,7 @@ impl Default for SensitiveConfig {
             classifier: apiwatch_classify::Config::default(),
             custom_names: Vec::new(),
             first: 32,
-            every: 16,
+            every: 64,
             max_body_bytes: 64 << 10,
             bytes_per_sec: 16 << 20,
         }
@@ -286,27 +286,30 @@ impl Sensitive {
 /// Header values under their names; cookies split into name=value pairs. The request line
 /// and Host are not personal data; Content-Length and the like are numbers.
 fn scan_head(c: &Classifier, loc: Location, head: &apiwatch_model::MessageHead, out: &mut Vec<Finding>) {
+    const SKIP: &[&str] = &[
+        "host",
+        "content-length",
+        "content-type",
+        "date",
+        "etag",
+        "accept",
+        "accept-encoding",
+        "user-agent",
+        "connection",
+        "cache-control",
+        "last-modified",
+        "expires",
+        "server",
+        "vary",
+        "transfer-encoding",
+        "content-encoding",
+        "keep-alive",
+    ];
     for (n, v) in head.iter() {
-        let name = String::from_utf8_lossy(n).to_ascii_lowercase();
-        if matches!(
-            name.as_str(),
-            "host"
-                | "content-length"
-                | "content-type"
-                | "date"
-                | "etag"
-                | "accept"
-                | "accept-encoding"
-                | "user-agent"
-                | "connection"
-                | "cache-control"
-                | "last-modified"
-                | "expires"
-                | "server"
-                | "vary"
-        ) {
+        if SKIP.iter().any(|s| s.as_bytes().eq_ignore_ascii_case(n)) {
             continue;
         }
+        let name = String::from_utf8_lossy(n).to_ascii_lowercase();
         let value = String::from_utf8_lossy(v);
         if name == "cookie" || name == "set-cookie" {
             let pairs = if name == "cookie" {
