@@ -137,6 +137,15 @@ fn custom_types_and_redaction_off() {
 }
 
 #[test]
+fn xml_tags_with_blanks_and_multibyte_names() {
+    // A fuzzer's find: a tag opening with blanks before a multibyte name.
+    let c = Classifier::new(Config::default());
+    let mut out = Vec::new();
+    c.scan_xml(Location::ResponseBody, "< \u{e9}t\u{e9} a=\"x@example.com\">\n< b>1</b>".as_bytes(), &mut out);
+    assert_eq!(types(&out), vec![("email", "/\u{e9}t\u{e9}@a".into())]);
+}
+
+#[test]
 fn never_panics_on_garbage() {
     let c = Classifier::new(Config::default());
     let mut x: u32 = 1;

@@ -111,10 +111,11 @@ impl Classifier {
                     continue;
                 }
                 let self_closing = tag.ends_with('/');
-                let mut words = tag.trim_end_matches('/').split_whitespace();
-                let name = words.next().unwrap_or("").to_string();
+                // The name starts the tag (after any blanks), so the rest is its attributes.
+                let t = tag.trim_end_matches('/').trim_start();
+                let name = t.split_whitespace().next().unwrap_or("").to_string();
                 // Attributes: name="value".
-                let attrs = tag.trim_end_matches('/')[name.len()..].to_string();
+                let attrs = t[name.len()..].to_string();
                 for a in attrs.split('"').collect::<Vec<_>>().chunks(2) {
                     if let [k, v] = a {
                         let k = k.trim().trim_end_matches('=').trim();
