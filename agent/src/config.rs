@@ -267,7 +267,7 @@ impl InventorySection {
             internal: cidrs(&self.internal_networks)?,
             trusted_proxies: cidrs(&self.trusted_proxies)?,
             schemas: self.schemas,
-            classify: false,
+            classify: None,
         };
         let pins = self
             .templates
@@ -668,6 +668,20 @@ mod tests {
             keys,
             ["capture.interfaces[0]", "capture.ports[0]", "capture.snaplen", "metrics.listen", "log.level"]
         );
+    }
+
+    #[test]
+    fn classifier_problems_are_named() {
+        let c = Config::parse(
+            "[capture]\ninterfaces = [\"eth0\"]\n[classify]\nevery = 0\n[[classify.custom]]\nname = \"emp\"\nregex = \"(\"\nvalidator = \"crc\"\n",
+        )
+        .unwrap();
+        let keys: Vec<String> = c.validate(false).into_iter().map(|p| p.key).collect();
+        assert_eq!(keys, ["classify.every", "classify.custom[0].regex", "classify.custom[0].validator"]);
+        let ok = Config::parse("[[classify.custom]]\nname = \"emp\"\nregex = '\\bEMP-\\d{6}\\b'\nvalidator = \"luhn\"\nkeywords = [\"Employee\"]\n").unwrap();
+        let s = ok.classify.build(None, true).unwrap().unwrap();
+        assert_eq!(s.custom_names, ["emp"]);
+        assert_eq!(s.classifier.custom[0].keywords, ["employee"]);
     }
 
     #[test]

@@ -170,7 +170,9 @@ impl InventoryStage {
         state: Option<&Path>,
     ) -> Result<InventoryStage> {
         let mut inv = Inventory::new(cfg);
-        observe.classify = sensitive.is_some();
+        observe.classify = sensitive
+            .as_ref()
+            .map(|s| std::cell::RefCell::new(apiwatch_inventory::sensitive::MaterialGate::new(s.first, s.every)));
         inv.sensitive = sensitive.map(apiwatch_inventory::Sensitive::new);
         let store = match state {
             Some(dir) => {

@@ -594,6 +594,7 @@ fn inventory_memory(quick: bool) -> Result<()> {
         resp_body: Some(body.to_vec()),
         auth_label: "bearer".into(),
         material: None,
+        picked: false,
     };
     let mut events = Vec::new();
     let mut reported = 0usize;
@@ -685,6 +686,7 @@ fn inventory_memory(quick: bool) -> Result<()> {
             resp_body: None,
             auth_label: "none".into(),
             material: None,
+            picked: false,
         };
         if i % 10 == 0 {
             o.method = "PUT".into();

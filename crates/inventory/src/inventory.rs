@@ -645,6 +645,7 @@ mod tests {
             resp_body: None,
             auth_label: "none".into(),
             material: None,
+            picked: false,
         }
     }
 
@@ -673,6 +674,8 @@ paths:
         o.external = external;
         o.resp_body = Some(br#"{"email":"jane@example.com","card":{"number":"4111111111111111"}}"#.to_vec());
         o.material = Some(Box::default());
+        // As the gate's hash would pick one call in four.
+        o.picked = ts_s % 4 == 3;
         o
     }
 
@@ -696,21 +699,27 @@ paths:
         );
         let x = ev.iter().find_map(|e| e.exposure.as_ref()).unwrap();
         assert_eq!((x.masked.as_str(), x.status_class, x.location), ("j***@e***.com", "2xx", "response_body"));
-        // Calls 1, 2 (the first two), then 4 and 8 (one in four) of the endpoint: sampling
-        // counts the endpoint's calls after templating (/accounts/{id}), not raw paths.
+        // Calls 1, 2 (the first two), then those the rate picked (4 and 8): the first calls
+        // are counted per endpoint after templating (/accounts/{id}), not per raw path.
         let c = &inv.sensitive.as_ref().unwrap().counters;
         assert_eq!((c.transactions_seen, c.transactions_sampled, c.skipped_rate), (10, 4, 6));
         // An external client: one more event per place, then nothing new.
         ev.clear();
-        inv.observe(&leaky(20, "/accounts/1", true), &mut ev);
-        inv.observe(&leaky(21, "/accounts/2", true), &mut ev);
+        let (mut a, mut b) = (leaky(20, "/accounts/1", true), leaky(21, "/accounts/2", true));
+        (a.picked, b.picked) = (true, true);
+        inv.observe(&a, &mut ev);
+        inv.observe(&b, &mut ev);
+        // Without material (the gate held it back), nothing is read.
+        let mut c = leaky(23, "/accounts/3", true);
+        c.material = None;
+        inv.observe(&c, &mut ev);
         let kinds: Vec<&str> = ev.iter().filter(|e| e.exposure.is_some()).map(|e| e.event).collect();
         assert_eq!(kinds, vec!["external_exposure", "external_exposure"]);
         inv.finish(&mut ev);
         let views = inv.views();
         let e = views.iter().find(|v| v.template == "/accounts/{id}").expect("templated").endpoint;
         assert_eq!(e.sensitive.len(), 2);
-        assert!(e.sensitive.iter().all(|x| x.external && x.count == 5 && x.hashes.len() == 1));
+        assert!(e.sensitive.iter().all(|x| x.external && x.count == 6 && x.hashes.len() == 1));
     }
 
     #[test]

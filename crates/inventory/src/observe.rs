@@ -71,8 +71,9 @@ pub struct ObserveConfig {
     /// Infer JSON body schemas (the costliest part of an observation).
     pub schemas: bool,
     /// Carry what the sensitive-data classifier reads (heads, query, bodies of any type),
-    /// moved out of the transaction, to the inventory, which samples it per endpoint.
-    pub classify: bool,
+    /// moved out of the transaction, to the inventory, which samples it per endpoint: for
+    /// the transactions this gate lets through (a superset of those the inventory picks).
+    pub classify: Option<std::cell::RefCell<crate::sensitive::MaterialGate>>,
 }
 
 impl Default for ObserveConfig {
@@ -81,7 +82,7 @@ impl Default for ObserveConfig {
             internal: DEFAULT_INTERNAL.iter().map(|c| c.parse().expect("valid default")).collect(),
             trusted_proxies: Vec::new(),
             schemas: true,
-            classify: false,
+            classify: None,
         }
     }
 }
@@ -154,8 +155,11 @@ pub struct Observation {
     pub resp_body: Option<Vec<u8>>,
     /// `auth.label()`, rendered once where the observation is made.
     pub auth_label: Box<str>,
-    /// For the classifier, when `ObserveConfig::classify` is on.
+    /// For the classifier, when `ObserveConfig::classify` is on and its gate let it through.
     pub material: Option<Box<Material>>,
+    /// Picked by the classifier's rate (a hash of the transaction, so the same whatever
+    /// thread made the observation).
+    pub picked: bool,
 }
 
 fn text(b: &[u8]) -> &str {
@@ -370,7 +374,7 @@ impl Observation {
     /// key an endpoint on). JSON body samples are moved out of `tx` (render it first).
     pub fn of(tx: &mut Transaction, cfg: &ObserveConfig) -> Option<Observation> {
         let mut o = Observation::read(tx, cfg)?;
-        if cfg.schemas || cfg.classify {
+        if cfg.schemas || cfg.classify.is_some() {
             let take = |m: &mut apiwatch_model::Message, t: Option<&str>| {
                 (is_json(t) && !m.body.sample.is_empty() && !m.body.sample_truncated)
                     .then(|| std::mem::take(&mut m.body.sample))
@@ -382,7 +386,11 @@ impl Observation {
                 o.resp_body = take(&mut r.msg, o.resp_type.as_deref());
             }
         }
-        if cfg.classify {
+        let carry = cfg.classify.as_ref().map(|g| g.borrow_mut().check(&o, tx));
+        if let Some((_, picked)) = carry {
+            o.picked = picked;
+        }
+        if carry.is_some_and(|(carry, _)| carry) {
             let mut m = Material::default();
             if let Some(r) = tx.request.as_deref_mut() {
                 let uri = r.uri();
@@ -450,6 +458,7 @@ impl Observation {
             external: !cfg.internal.iter().any(|c| c.contains(client)),
             client,
             material: None,
+            picked: false,
         })
     }
 }

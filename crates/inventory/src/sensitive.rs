@@ -171,6 +171,60 @@ pub fn merge(into: &mut Vec<Exposure>, from: &[Exposure]) {
     }
 }
 
+/// Where transactions are parsed (in each worker): whether one's material goes to the
+/// inventory. The inventory scans an endpoint's first `first` calls, then the calls picked
+/// by a hash of the transaction (one in `every`). The gate lets through every picked call
+/// and each call whose exact (host, method, path) it has seen at most `first` times: an
+/// endpoint has had at least as many calls as any one of its paths, so everything the
+/// inventory will want arrives, whatever the number of workers, and after warm-up only one
+/// call in `every` carries its heads and bodies across threads. The table of counts is
+/// small and direct-mapped; a path that loses its slot starts again from zero, which only
+/// lets more through.
+pub struct MaterialGate {
+    first: u64,
+    every: u64,
+    seen: Box<[(u64, u64)]>,
+}
+
+const GATE_SLOTS: usize = 4096;
+
+impl MaterialGate {
+    pub fn new(first: u64, every: u64) -> MaterialGate {
+        MaterialGate { first, every: every.max(1), seen: vec![(0, 0); GATE_SLOTS].into_boxed_slice() }
+    }
+
+    /// (carry the material, picked by the rate).
+    pub fn check(&mut self, o: &Observation, tx: &apiwatch_model::Transaction) -> (bool, bool) {
+        use std::hash::{Hash, Hasher};
+        // DefaultHasher::new() has fixed keys: the same hashes on every run.
+        let mut h = std::collections::hash_map::DefaultHasher::new();
+        (tx.client, tx.server, tx.trans_depth, o.ts).hash(&mut h);
+        let picked = h.finish().is_multiple_of(self.every);
+        let mut k = std::collections::hash_map::DefaultHasher::new();
+        (&o.host, &o.method, &o.path).hash(&mut k);
+        let key = k.finish() | 1;
+        let slot = &mut self.seen[(key as usize) % GATE_SLOTS];
+        if slot.0 != key {
+            *slot = (key, 0);
+        }
+        slot.1 += 1;
+        (picked || slot.1 <= self.first, picked)
+    }
+}
+
+impl Clone for MaterialGate {
+    /// A fresh gate (counts start again: safe, it only lets more through).
+    fn clone(&self) -> Self {
+        MaterialGate::new(self.first, self.every)
+    }
+}
+
+impl std::fmt::Debug for MaterialGate {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("MaterialGate").field("first", &self.first).field("every", &self.every).finish()
+    }
+}
+
 /// The classifier with its sampling state.
 pub struct Sensitive {
     classifier: Classifier,
@@ -209,9 +263,9 @@ impl Sensitive {
 
     /// Whether the endpoint's `n`-th transaction (1-based) is read, at packet time `ts`,
     /// costing `bytes`.
-    fn wants(&mut self, n: u64, ts: i64, bytes: usize) -> bool {
+    fn wants(&mut self, n: u64, picked: bool, ts: i64, bytes: usize) -> bool {
         self.counters.transactions_seen += 1;
-        if n > self.cfg.first && !n.is_multiple_of(self.cfg.every.max(1)) {
+        if n > self.cfg.first && !picked {
             self.counters.skipped_rate += 1;
             return false;
         }
@@ -234,7 +288,12 @@ impl Sensitive {
     /// are left in the returned slice.
     pub fn scan(&mut self, o: &Observation, n: u64) -> &[Finding] {
         self.scratch.clear();
-        let Some(m) = o.material.as_deref() else { return &self.scratch };
+        let Some(m) = o.material.as_deref() else {
+            // The gate keeps back only what the rule below would skip.
+            self.counters.transactions_seen += 1;
+            self.counters.skipped_rate += 1;
+            return &self.scratch;
+        };
         let cap = self.cfg.max_body_bytes;
         let body_len = |b: &[u8]| b.len().min(cap);
         let req_body = o.req_body.as_deref().unwrap_or(&m.req_body);
@@ -245,7 +304,7 @@ impl Sensitive {
             + o.path.len()
             + m.req_head.raw.len()
             + m.resp_head.as_ref().map_or(0, |h| h.raw.len());
-        if !self.wants(n, o.ts, cost) {
+        if !self.wants(n, o.picked, o.ts, cost) {
             return &self.scratch;
         }
         self.counters.bytes_scanned += cost as u64;
@@ -338,4 +397,67 @@ fn scan_head(c: &Classifier, loc: Location, head: &apiwatch_model::MessageHead, 
 fn is_session_cookie(name: &str) -> bool {
     let l = name.to_ascii_lowercase();
     l.contains("sess") || l == "sid" || l == "connect.sid" || l.ends_with("_sid") || l == "jsessionid"
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use apiwatch_model::{Flags, Transaction};
+
+    fn tx(port: u16, depth: u32) -> Transaction {
+        Transaction {
+            conn_id: port as u64,
+            trans_depth: depth,
+            client: ("10.0.0.9".parse().unwrap(), port),
+            server: ("10.0.0.1".parse().unwrap(), 80),
+            community_id: "".into(),
+            request: None,
+            response: None,
+            flags: Flags::default(),
+        }
+    }
+
+    /// Whatever the split of transactions across workers, every call the inventory will
+    /// want (an endpoint's first ones, or picked) carries its material; later unpicked ones
+    /// mostly do not.
+    #[test]
+    fn the_gate_lets_through_everything_the_inventory_wants() {
+        let (first, every) = (8, 16);
+        let mut o = crate::observe::Observation {
+            ts: 0,
+            host: "h".into(),
+            method: "GET".into(),
+            path: "".into(),
+            status: 200,
+            latency_us: None,
+            req_type: None,
+            resp_type: None,
+            query: Vec::new(),
+            auth: crate::observe::Auth::None,
+            external: false,
+            client: "10.0.0.9".parse().unwrap(),
+            req_body: None,
+            resp_body: None,
+            auth_label: "none".into(),
+            material: None,
+            picked: false,
+        };
+        for workers in [1usize, 2, 3] {
+            let mut gates: Vec<MaterialGate> = (0..workers).map(|_| MaterialGate::new(first, every)).collect();
+            let (mut carried, mut endpoint_calls) = (0, 0u64);
+            for i in 0..3000u32 {
+                // Three raw paths of one endpoint (/a/{id}), calls spread over connections.
+                o.path = format!("/a/{}", i % 3).into();
+                o.ts = i as i64 * 1000;
+                let port = 1024 + (i % 97) as u16;
+                let t = tx(port, i / 97);
+                let (carry, picked) = gates[port as usize % workers].check(&o, &t);
+                endpoint_calls += 1;
+                let wanted = endpoint_calls <= first || picked;
+                assert!(!wanted || carry, "call {i} wanted but held back ({workers} workers)");
+                carried += carry as u32;
+            }
+            assert!(carried < 3000 / every as u32 * 2 + 3 * first as u32 * workers as u32, "{carried} carried");
+        }
+    }
 }
