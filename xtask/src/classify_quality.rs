@@ -601,30 +601,24 @@ fn score(leaves: &[Leaf], found: &[Vec<String>]) -> BTreeMap<&'static str, Score
 }
 
 /// The classifier on each document; findings mapped back to leaves by path.
-fn ours(docs: &[String], leaves: &[Leaf]) -> (Vec<Vec<String>>, f64) {
+fn ours(docs: &[String], leaves: &[Leaf]) -> Vec<Vec<String>> {
     let c = Classifier::new(Config::default());
     let mut found: Vec<Vec<String>> = vec![Vec::new(); leaves.len()];
     let mut index: BTreeMap<(usize, &str), usize> = BTreeMap::new();
     for (i, l) in leaves.iter().enumerate() {
         index.insert((l.doc, l.path.as_str()), i);
     }
-    let t0 = Instant::now();
     let mut out = Vec::new();
-    let mut all = Vec::with_capacity(docs.len());
-    for d in docs {
+    for (di, d) in docs.iter().enumerate() {
         out.clear();
         c.scan_json(Location::ResponseBody, d.as_bytes(), &mut out);
-        all.push(out.clone());
-    }
-    let secs = t0.elapsed().as_secs_f64();
-    for (di, fs) in all.iter().enumerate() {
-        for f in fs {
+        for f in &out {
             if let Some(&i) = index.get(&(di, f.field.as_str())) {
                 found[i].push(f.ty.name().to_string());
             }
         }
     }
-    (found, secs)
+    found
 }
 
 /// Presidio's pattern recognizers (no NLP model: none can be downloaded here) on each leaf
@@ -664,7 +658,7 @@ pub fn run(root: &Path, docs: usize, presidio_python: Option<&Path>) -> Result<(
         planted,
         leaves.len() - planted
     );
-    let (found, _) = ours(&set, &leaves);
+    let found = ours(&set, &leaves);
     if std::env::var_os("SHOW_ERRORS").is_some() {
         for (l, f) in leaves.iter().zip(&found) {
             let wrong = f.iter().any(|t| t != l.label) || !l.label.is_empty() && !f.iter().any(|t| t == l.label);

@@ -428,13 +428,13 @@ impl Classifier {
                 for &(s, e, p) in hits {
                     let (s, e) = ((s as usize).wrapping_sub(lead), (e as usize).wrapping_sub(lead));
                     if s < e && e <= b.len() {
-                        self.anchored(ANCHORS[p as usize].1, b, s, e, loc, field, &ctx, out);
+                        self.anchored(ANCHORS[p as usize].1, b, (s, e), loc, field, out);
                     }
                 }
             }
             None => {
                 for m in self.ac.find_iter(b) {
-                    self.anchored(ANCHORS[m.pattern().as_usize()].1, b, m.start(), m.end(), loc, field, &ctx, out);
+                    self.anchored(ANCHORS[m.pattern().as_usize()].1, b, (m.start(), m.end()), loc, field, out);
                 }
             }
         }
@@ -462,16 +462,13 @@ impl Classifier {
         out.truncate(self.cfg.max_findings);
     }
 
-    #[allow(clippy::too_many_arguments)]
     fn anchored(
         &self,
         a: Anchor,
         b: &[u8],
-        s: usize,
-        e: usize,
+        (s, e): (usize, usize),
         loc: Location,
         field: &str,
-        ctx: &Context,
         out: &mut Vec<Finding>,
     ) {
         let text = |x: usize, y: usize| std::str::from_utf8(&b[x..y]).unwrap_or("");
@@ -537,7 +534,6 @@ impl Classifier {
                 }
             }
         }
-        let _ = ctx;
     }
 
     fn email(&self, b: &[u8], at: usize, loc: Location, field: &str, out: &mut Vec<Finding>) {

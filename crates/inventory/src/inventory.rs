@@ -204,6 +204,8 @@ pub struct Inventory {
     decl: Vec<Vec<(DeclaredOp, Vec<DeclSeg>)>>,
     /// The sensitive-data classifier, when it is on.
     pub sensitive: Option<crate::sensitive::Sensitive>,
+    /// The classifier's findings for the observation at hand (a buffer kept between calls).
+    findings: Vec<apiwatch_classify::Finding>,
 }
 
 fn host_matches(hosts: &[String], host: &str) -> bool {
@@ -225,6 +227,7 @@ impl Inventory {
             learning: Learning::default(),
             decl,
             sensitive: None,
+            findings: Vec::new(),
         }
     }
 
@@ -317,7 +320,8 @@ impl Inventory {
             if let Some(Some(e)) = host.slots.get_mut(slot as usize) {
                 e.sensitive_seen += 1;
                 let n = e.sensitive_seen;
-                let findings = s.scan(o, n).to_vec();
+                let mut findings = std::mem::take(&mut self.findings);
+                s.scan(o, n, &mut findings);
                 for f in &findings {
                     let name = s.type_name(f.ty);
                     let change = crate::sensitive::expose(&mut e.sensitive, f, &name, o, &mut s.counters);
@@ -352,6 +356,7 @@ impl Inventory {
                         })),
                     });
                 }
+                self.findings = findings;
             }
         }
         if self.clock >= self.next_scan {

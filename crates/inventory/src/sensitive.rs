@@ -232,7 +232,6 @@ pub struct Sensitive {
     tokens: f64,
     last: i64,
     pub counters: SensitiveCounters,
-    scratch: Vec<Finding>,
 }
 
 impl std::fmt::Debug for Sensitive {
@@ -250,7 +249,6 @@ impl Sensitive {
             tokens: budget,
             last: i64::MIN,
             counters: SensitiveCounters::default(),
-            scratch: Vec::new(),
         }
     }
 
@@ -284,15 +282,15 @@ impl Sensitive {
         true
     }
 
-    /// Scan the observation's material if the endpoint's `n`-th call is sampled. Findings
-    /// are left in the returned slice.
-    pub fn scan(&mut self, o: &Observation, n: u64) -> &[Finding] {
-        self.scratch.clear();
+    /// Scan the observation's material if the endpoint's `n`-th call is sampled; findings
+    /// go to `out` (cleared first).
+    pub fn scan(&mut self, o: &Observation, n: u64, out: &mut Vec<Finding>) {
+        out.clear();
         let Some(m) = o.material.as_deref() else {
             // The gate keeps back only what the rule below would skip.
             self.counters.transactions_seen += 1;
             self.counters.skipped_rate += 1;
-            return &self.scratch;
+            return;
         };
         let cap = self.cfg.max_body_bytes;
         let body_len = |b: &[u8]| b.len().min(cap);
@@ -305,11 +303,10 @@ impl Sensitive {
             + m.req_head.raw.len()
             + m.resp_head.as_ref().map_or(0, |h| h.raw.len());
         if !self.wants(n, o.picked, o.ts, cost) {
-            return &self.scratch;
+            return;
         }
         self.counters.bytes_scanned += cost as u64;
         let c = &self.classifier;
-        let out = &mut self.scratch;
         // Path segments, each under the name of the segment before it (`/ssn/536-90-1234`).
         let mut prev = "";
         for (i, seg) in o.path.split('/').filter(|s| !s.is_empty()).enumerate().take(32) {
@@ -338,7 +335,6 @@ impl Sensitive {
             c.scan_body(loc, ty, &body[..body.len().min(cap)], out);
         }
         self.counters.findings += out.len() as u64;
-        &self.scratch
     }
 }
 
