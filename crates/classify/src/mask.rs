@@ -1,5 +1,6 @@
 //! Masked forms and keyed hashes: what leaves the classifier instead of values.
 
+use crate::text::{SmallStr, ValueHash};
 use crate::types::DataType;
 use hmac::{Hmac, Mac};
 use sha2::Sha256;
@@ -7,48 +8,105 @@ use sha2::Sha256;
 /// The value with most of it hidden, by type: enough to recognise it when you hold it, not
 /// enough to use it.
 pub fn mask(ty: DataType, v: &str) -> String {
-    let alnum: Vec<char> = v.chars().filter(|c| c.is_ascii_alphanumeric()).collect();
-    let last = |k: usize| -> String { alnum[alnum.len().saturating_sub(k)..].iter().collect() };
-    let first = |k: usize| -> String { alnum[..k.min(alnum.len())].iter().collect() };
+    mask_into(ty, v).to_string()
+}
+
+/// `mask`, written in place (no allocation for the usual short masks).
+pub fn mask_into(ty: DataType, v: &str) -> SmallStr {
+    let mut s = SmallStr::new();
+    // Letters and digits only (ASCII, so bytes are characters), gathered once (the first
+    // 64; a longer value's last ones are found again when needed).
+    let mut kept = [0u8; 64];
+    let mut count = 0;
+    for c in v.bytes().filter(u8::is_ascii_alphanumeric) {
+        if count < kept.len() {
+            kept[count] = c;
+        }
+        count += 1;
+    }
+    let first = |s: &mut SmallStr, k: usize| s.push_ascii(&kept[..k.min(count).min(kept.len())]);
+    let last = |s: &mut SmallStr, k: usize| {
+        let from = count.saturating_sub(k);
+        if count <= kept.len() {
+            s.push_ascii(&kept[from..count]);
+        } else {
+            let tail: Vec<u8> = v.bytes().filter(u8::is_ascii_alphanumeric).skip(from).collect();
+            s.push_ascii(&tail);
+        }
+    };
+    let stars = |s: &mut SmallStr, k: usize| {
+        const STARS: &str = "****************";
+        let mut k = k;
+        while k > 0 {
+            let n = k.min(STARS.len());
+            s.push_str(&STARS[..n]);
+            k -= n;
+        }
+    };
     match ty {
         DataType::CreditCard => {
-            let stars = alnum.len().saturating_sub(8);
-            let mut s = first(4);
+            let hidden = count.saturating_sub(8);
+            first(&mut s, 4);
             let mut k = 0;
-            while k < stars {
+            while k < hidden {
                 s.push(' ');
-                let g = (stars - k).min(4);
-                s.push_str(&"*".repeat(g));
+                let g = (hidden - k).min(4);
+                stars(&mut s, g);
                 k += g;
             }
-            format!("{s} {}", last(4))
+            s.push(' ');
+            last(&mut s, 4);
         }
         DataType::Email => {
             let (local, domain) = v.split_once('@').unwrap_or((v, ""));
             let tld = domain.rsplit('.').next().unwrap_or("");
-            let l = local.chars().next().map(String::from).unwrap_or_default();
-            let d = domain.chars().next().map(String::from).unwrap_or_default();
-            format!("{l}***@{d}***.{tld}")
+            if let Some(c) = local.chars().next() {
+                s.push(c);
+            }
+            s.push_str("***@");
+            if let Some(c) = domain.chars().next() {
+                s.push(c);
+            }
+            s.push_str("***.");
+            s.push_str(tld);
         }
-        DataType::UsSsn => format!("***-**-{}", last(4)),
-        DataType::Iban => format!("{} **** {}", first(4), last(4)),
-        DataType::Phone | DataType::AbaRouting | DataType::NlBsn | DataType::InAadhaar => {
-            format!("{}{}", "*".repeat(alnum.len().saturating_sub(2)), last(2))
+        DataType::UsSsn => {
+            s.push_str("***-**-");
+            last(&mut s, 4);
+        }
+        DataType::Iban => {
+            first(&mut s, 4);
+            s.push_str(" **** ");
+            last(&mut s, 4);
+        }
+        DataType::Phone
+        | DataType::AbaRouting
+        | DataType::NlBsn
+        | DataType::InAadhaar
+        | DataType::UkNino
+        | DataType::EsDni
+        | DataType::Passport => {
+            stars(&mut s, count.saturating_sub(2));
+            last(&mut s, 2);
         }
         DataType::IpAddress => {
             // Keep the network, hide the host part.
-            if v.contains(':') {
-                format!("{}:****", v.split(':').take(2).collect::<Vec<_>>().join(":"))
-            } else {
-                format!("{}.*.*", v.split('.').take(2).collect::<Vec<_>>().join("."))
+            let (sep, tail) = if v.contains(':') { (':', ":****") } else { ('.', ".*.*") };
+            for (k, part) in v.split(sep).take(2).enumerate() {
+                if k > 0 {
+                    s.push(sep);
+                }
+                s.push_str(part);
             }
+            s.push_str(tail);
         }
-        DataType::UkNino | DataType::EsDni | DataType::Passport => {
-            format!("{}{}", "*".repeat(alnum.len().saturating_sub(2)), last(2))
+        DataType::DateOfBirth => s.push_str("****-**-**"),
+        DataType::Jwt => s.push_str("eyJ***.eyJ***.***"),
+        DataType::PrivateKey => {
+            s.push_str("-----BEGIN ");
+            s.push_str(v);
+            s.push_str("----- ***");
         }
-        DataType::DateOfBirth => "****-**-**".to_string(),
-        DataType::Jwt => "eyJ***.eyJ***.***".to_string(),
-        DataType::PrivateKey => format!("-----BEGIN {v}----- ***"),
         DataType::AwsAccessKeyId
         | DataType::GithubToken
         | DataType::GitlabToken
@@ -57,23 +115,31 @@ pub fn mask(ty: DataType, v: &str) -> String {
         | DataType::GoogleApiKey => {
             // The provider prefix says what it is; the last four let its owner find it.
             let cut = v.find(['_', '-']).filter(|&i| i < 11).map_or(4, |i| i + 1);
-            format!("{}***{}", v.get(..cut).unwrap_or(""), if alnum.len() >= 20 { last(4) } else { String::new() })
+            s.push_str(v.get(..cut).unwrap_or(""));
+            s.push_str("***");
+            if count >= 20 {
+                last(&mut s, 4);
+            }
         }
         DataType::Password
         | DataType::Secret
         | DataType::SessionId
         | DataType::AwsSecretKey
         | DataType::AzureStorageKey
-        | DataType::AzureSas => "********".to_string(),
-        DataType::Custom(_) => format!("{}{}", "*".repeat(alnum.len().saturating_sub(2).min(16)), last(2)),
+        | DataType::AzureSas => s.push_str("********"),
+        DataType::Custom(_) => {
+            stars(&mut s, count.saturating_sub(2).min(16));
+            last(&mut s, 2);
+        }
     }
+    s
 }
 
 /// HMAC-SHA256 under `key` of the type and the normalized value (digits and letters only,
 /// lower case, for most types), first 16 bytes in hex: equal values give equal hashes
 /// whatever their formatting.
 pub fn keyed_hash(key: &[u8], ty: DataType, v: &str) -> String {
-    keyed_hash_with(&hasher(key), ty, v)
+    keyed_hash_with(&hasher(key), ty, v).to_string()
 }
 
 /// An HMAC keyed once (the key's pads computed), to be cloned per value.
@@ -81,8 +147,8 @@ pub fn hasher(key: &[u8]) -> Hmac<Sha256> {
     <Hmac<Sha256> as Mac>::new_from_slice(key).expect("HMAC takes keys of any length")
 }
 
-/// `keyed_hash` with a prepared key.
-pub fn keyed_hash_with(keyed: &Hmac<Sha256>, ty: DataType, v: &str) -> String {
+/// `keyed_hash` with a prepared key, as bytes.
+pub fn keyed_hash_with(keyed: &Hmac<Sha256>, ty: DataType, v: &str) -> ValueHash {
     let mut mac = keyed.clone();
     mac.update(ty.name().as_bytes());
     mac.update(b":");
@@ -106,21 +172,23 @@ pub fn keyed_hash_with(keyed: &Hmac<Sha256>, ty: DataType, v: &str) -> String {
     if exact {
         mac.update(v.as_bytes());
     } else {
-        let norm: Vec<u8> = v
-            .bytes()
-            .filter(|c| c.is_ascii_alphanumeric() || matches!(c, b'@' | b'.' | b':'))
-            .map(|c| c.to_ascii_lowercase())
-            .collect();
-        mac.update(&norm);
+        // Normalized through a buffer on the stack, a chunk at a time.
+        let mut buf = [0u8; 64];
+        let mut n = 0;
+        for c in v.bytes().filter(|c| c.is_ascii_alphanumeric() || matches!(c, b'@' | b'.' | b':')) {
+            if n == buf.len() {
+                mac.update(&buf);
+                n = 0;
+            }
+            buf[n] = c.to_ascii_lowercase();
+            n += 1;
+        }
+        mac.update(&buf[..n]);
     }
     let out = mac.finalize().into_bytes();
-    const HEX: &[u8; 16] = b"0123456789abcdef";
-    let mut s = String::with_capacity(32);
-    for b in &out[..16] {
-        s.push(HEX[(b >> 4) as usize] as char);
-        s.push(HEX[(b & 15) as usize] as char);
-    }
-    s
+    let mut h = [0u8; 16];
+    h.copy_from_slice(&out[..16]);
+    ValueHash(h)
 }
 
 #[cfg(test)]

@@ -165,3 +165,31 @@ fn never_panics_on_garbage() {
         assert!(out.len() <= 64 * 6);
     }
 }
+
+#[test]
+fn deep_nesting_is_bounded() {
+    // 64 KiB of `[` (the default body cap) must neither overflow the stack nor hide what
+    // comes before the nesting gets too deep.
+    for open in [b'[', b'{'] {
+        let c = Classifier::new(Config::default());
+        let mut body = br#"{"email":"jane@example.com","x":"#.to_vec();
+        for _ in 0..65536 {
+            body.push(open);
+            if open == b'{' {
+                body.extend_from_slice(br#""a":"#);
+            }
+        }
+        let mut out = Vec::new();
+        let whole = std::thread::Builder::new()
+            .stack_size(256 << 10)
+            .spawn(move || {
+                let ok = c.scan_json(Location::ResponseBody, &body, &mut out);
+                (ok, out)
+            })
+            .expect("spawn")
+            .join()
+            .expect("no stack overflow");
+        assert!(!whole.0, "not valid JSON");
+        assert_eq!(types(&whole.1), vec![("email", "$.email".into())]);
+    }
+}

@@ -1,5 +1,6 @@
 //! The sensitive data types, where they were found, and what a finding says about one.
 
+use crate::text::{SmallStr, ValueHash};
 use serde::Serialize;
 
 /// A type of sensitive data. `name()` is the stable name written in records.
@@ -154,9 +155,10 @@ pub struct Finding {
     /// field name, XML element path, path segment (`/3`), or empty for free text.
     pub field: String,
     /// The value with most of it hidden (`4111 **** **** 1111`, `j***@e***.com`).
-    pub masked: String,
-    /// HMAC-SHA256 of the normalized value under the configured key, first 16 bytes in hex.
-    pub hash: String,
+    pub masked: SmallStr,
+    /// HMAC-SHA256 of the normalized value under the configured key, first 16 bytes (shown
+    /// in hex).
+    pub hash: ValueHash,
     /// 0-100.
     pub confidence: u8,
     /// What the value says about itself without revealing it (a JWT's `alg`).

@@ -5,6 +5,7 @@
 use crate::detect::{Classifier, Context};
 use crate::types::{Finding, Location};
 use std::borrow::Cow;
+use std::cell::Cell;
 
 /// Deepest JSON nesting followed; deeper values are still scanned, under the path cut there.
 const MAX_DEPTH: usize = 32;
@@ -142,46 +143,88 @@ impl Classifier {
     }
 
     /// JSON: every string and number under its path (`$.customer.cards[*].number`).
-    /// Returns false if the body is not JSON as far as it goes (findings before the error
-    /// are kept).
+    /// Returns false if the body is not JSON as far as it goes, or nests deeper than
+    /// MAX_NESTING (findings before that point are kept).
     pub fn scan_json(&self, loc: Location, body: &[u8], out: &mut Vec<Finding>) -> bool {
         // The anchored formats (`eyJ`, `AKIA`, `@`...) are searched once over the whole body;
         // their patterns hold no `"`, so each match lies inside one string.
-        let anchors = self.anchors_in(body);
+        // This thread's buffers, taken out for the walk (a nested walk starts its own). The
+        // names cache stays from body to body: an API's bodies repeat their names.
+        let mut scratch = SCRATCH.with(Cell::take);
+        scratch.names.resize(NAME_SLOTS, (0, Context::default()));
+        self.anchors_into(body, &mut scratch.anchors);
         let mut w = JsonWalk {
             b: body,
+            text: std::str::from_utf8(body).ok(),
             i: 0,
-            path: String::from("$"),
-            marks: Vec::new(),
             c: self,
             loc,
             out,
-            names: Vec::new(),
-            anchors,
+            s: scratch,
             next_anchor: 0,
         };
-        w.value(None).is_some()
+        let whole = w.walk().is_some();
+        let mut scratch = w.s;
+        scratch.segs.clear();
+        scratch.owned.clear();
+        scratch.open.clear();
+        SCRATCH.with(|s| s.set(scratch));
+        whole
     }
 }
 
+/// One step of a JSON path: a member name (a span of the body, or an unescaped copy in
+/// `owned`) with what it says, or any element of an array.
+#[derive(Clone, Copy)]
+enum Seg {
+    Key(u32, u32, Context),
+    Owned(u32, Context),
+    Elem,
+}
+
+/// Containers open at once at most: deeper bodies end the walk (it keeps no recursion,
+/// so this bounds memory, not the stack).
+const MAX_NESTING: usize = 512;
+
+/// A JSON walk without recursion: `segs` is the path to the current value, kept as spans,
+/// and made a string only for a value that gave findings.
 struct JsonWalk<'a, 'o> {
     b: &'a [u8],
+    /// The body as text, when it is valid UTF-8 (checked once, not string by string).
+    text: Option<&'a str>,
     i: usize,
-    path: String,
-    /// Path lengths to restore when a level ends.
-    marks: Vec<usize>,
     c: &'a Classifier,
     loc: Location,
     out: &'o mut Vec<Finding>,
-    /// Member names read so far and what they say (arrays of objects repeat them).
-    names: Vec<(Box<str>, Context)>,
-    /// Anchor matches in the body, in order, and the first not yet passed.
-    anchors: Vec<(u32, u32, u16)>,
+    s: Scratch,
+    /// The first anchor match not yet passed.
     next_anchor: usize,
 }
 
-/// Names remembered per JSON body.
-const MAX_NAMES: usize = 64;
+/// A walk's buffers, kept per thread so that a body costs no allocation.
+#[derive(Default)]
+struct Scratch {
+    /// The path to the current value.
+    segs: Vec<Seg>,
+    /// Member names that had escapes, unescaped.
+    owned: Vec<Box<str>>,
+    /// The containers open (`{` or `[`).
+    open: Vec<u8>,
+    /// The path of the last value with findings.
+    path: String,
+    /// Member names read and what they say, by hash: a direct-mapped cache.
+    names: Vec<(u64, Context)>,
+    /// Anchor matches in the body, in order.
+    anchors: Vec<(u32, u32, u16)>,
+}
+
+/// Names remembered per thread (slots of a direct-mapped cache, 16 bytes each: 64 KiB).
+const NAME_SLOT_BITS: u32 = 12;
+const NAME_SLOTS: usize = 1 << NAME_SLOT_BITS;
+
+thread_local! {
+    static SCRATCH: Cell<Scratch> = Cell::new(Scratch::default());
+}
 
 impl<'a> JsonWalk<'a, '_> {
     fn ws(&mut self) {
@@ -195,118 +238,214 @@ impl<'a> JsonWalk<'a, '_> {
         self.b.get(self.i).copied()
     }
 
-    /// Scan `v`, a value under `key`; `at` is where `v` starts in the body when it was taken
+    /// The text of a member name.
+    fn seg_text(&self, s: Seg) -> &str {
+        match s {
+            Seg::Key(a, z, _) => span_text(self.text, self.b, a, z),
+            Seg::Owned(k, _) => self.s.owned.get(k as usize).map_or("", |o| o),
+            Seg::Elem => "",
+        }
+    }
+
+    /// What a name says: from this thread's cache, by a 64-bit hash of the name (no
+    /// allocation; a collision, odds about 2^-64 a pair, could only lend one name's
+    /// reading to another).
+    fn context(&mut self, name: &str) -> Context {
+        let h = name_hash(name.as_bytes());
+        // The slot from the hash's top bits, the best mixed (multiplication carries upward).
+        let slot = &mut self.s.names[(h >> (64 - NAME_SLOT_BITS)) as usize];
+        if slot.0 != h {
+            *slot = (h, Context::of(name));
+        }
+        slot.1
+    }
+
+    /// The name the current value is under: the innermost member name (elements of an
+    /// array are under the array's name).
+    fn name(&self) -> Seg {
+        self.s.segs.iter().rev().find(|s| !matches!(s, Seg::Elem)).copied().unwrap_or(Seg::Elem)
+    }
+
+    /// Scan `v`, the current value; `at` is where `v` starts in the body when it was taken
     /// from it as is (no escapes).
-    fn scan(&mut self, key: &str, v: &str, at: Option<usize>) {
-        let ctx = match self.names.iter().find(|(n, _)| &**n == key) {
-            Some((_, c)) => *c,
-            None => {
-                let c = Context::of(key);
-                if self.names.len() < MAX_NAMES {
-                    self.names.push((key.into(), c));
-                }
-                c
-            }
+    fn scan(&mut self, v: &str, at: Option<usize>) {
+        let named = self.name();
+        let ctx = match named {
+            Seg::Key(_, _, c) | Seg::Owned(_, c) => c,
+            Seg::Elem => Context::default(),
         };
         let hits = at.map(|at| {
             let (from, to) = (at as u32, (at + v.len()) as u32);
-            while self.next_anchor < self.anchors.len() && self.anchors[self.next_anchor].0 < from {
+            let anchors = &self.s.anchors;
+            while self.next_anchor < anchors.len() && anchors[self.next_anchor].0 < from {
                 self.next_anchor += 1;
             }
             let first = self.next_anchor;
             let mut last = first;
-            while last < self.anchors.len() && self.anchors[last].1 <= to {
+            while last < anchors.len() && anchors[last].1 <= to {
                 last += 1;
             }
-            self.anchors[first..last].iter().map(|&(s, e, p)| (s - from, e - from, p)).collect::<Vec<_>>()
+            (&anchors[first..last], from)
         });
-        self.c.scan_in_context(self.loc, &self.path, (key, &ctx), v, hits.as_deref(), self.out);
-    }
-
-    /// One value; `key` is the member name it is under.
-    fn value(&mut self, key: Option<&str>) -> Option<()> {
-        match self.peek()? {
-            b'{' => {
-                self.i += 1;
-                if self.peek()? == b'}' {
-                    self.i += 1;
-                    return Some(());
-                }
-                loop {
-                    if self.peek()? != b'"' {
-                        return None;
-                    }
-                    let k = self.string()?;
-                    if self.peek()? != b':' {
-                        return None;
-                    }
-                    self.i += 1;
-                    self.marks.push(self.path.len());
-                    if self.marks.len() <= MAX_DEPTH {
-                        push_key(&mut self.path, &k);
-                    }
-                    self.value(Some(&k))?;
-                    let m = self.marks.pop().unwrap_or(0);
-                    self.path.truncate(m);
-                    match self.peek()? {
-                        b',' => self.i += 1,
-                        b'}' => {
-                            self.i += 1;
-                            return Some(());
-                        }
-                        _ => return None,
-                    }
+        if !self.c.worth_scanning(&ctx, v, hits.map(|(h, _)| h.len())) {
+            return;
+        }
+        let before = self.out.len();
+        let owned_key;
+        let key: &str = match named {
+            Seg::Key(a, z, _) => span_text(self.text, self.b, a, z),
+            Seg::Owned(k, _) => {
+                owned_key = self.s.owned.get(k as usize).map(|o| o.to_string()).unwrap_or_default();
+                &owned_key
+            }
+            Seg::Elem => "",
+        };
+        self.c.scan_in_context(self.loc, "", (key, &ctx), v, hits, self.out);
+        if self.out.len() > before {
+            // Findings: now the path is worth a string.
+            let mut path = std::mem::take(&mut self.s.path);
+            path.clear();
+            path.push('$');
+            for &s in self.s.segs.iter().take(MAX_DEPTH) {
+                match s {
+                    Seg::Elem => path.push_str("[*]"),
+                    _ => push_key(&mut path, self.seg_text(s)),
                 }
             }
-            b'[' => {
-                self.i += 1;
-                self.marks.push(self.path.len());
-                if self.marks.len() <= MAX_DEPTH {
-                    self.path.push_str("[*]");
-                }
-                if self.peek()? == b']' {
+            for f in &mut self.out[before..] {
+                f.field.clone_from(&path);
+            }
+            self.s.path = path;
+        }
+    }
+
+    /// A member name at `i` (on its opening quote).
+    fn key(&mut self) -> Option<Seg> {
+        let start = self.i + 1;
+        Some(match self.string()? {
+            Cow::Borrowed(k) => Seg::Key(start as u32, (start + k.len()) as u32, self.context(k)),
+            Cow::Owned(k) => {
+                let c = self.context(&k);
+                self.s.owned.push(k.into());
+                Seg::Owned(self.s.owned.len() as u32 - 1, c)
+            }
+        })
+    }
+
+    /// A member's name and its `:` (at the name's opening quote); the name goes on the path.
+    fn member(&mut self) -> Option<()> {
+        let k = self.key()?;
+        if self.peek()? != b':' {
+            return None;
+        }
+        self.i += 1;
+        self.s.segs.push(k);
+        Some(())
+    }
+
+    /// The whole body: values, member names and punctuation, with a stack of the open
+    /// containers (`{` or `[`) in place of recursion.
+    fn walk(&mut self) -> Option<()> {
+        let mut open = std::mem::take(&mut self.s.open);
+        let whole = self.walk_with(&mut open);
+        self.s.open = open;
+        whole
+    }
+
+    fn walk_with(&mut self, open: &mut Vec<u8>) -> Option<()> {
+        'value: loop {
+            // A value.
+            match self.peek()? {
+                c @ (b'{' | b'[') => {
                     self.i += 1;
-                } else {
-                    loop {
-                        self.value(key)?;
+                    if open.len() >= MAX_NESTING {
+                        return None;
+                    }
+                    open.push(c);
+                    if c == b'[' {
+                        self.s.segs.push(Seg::Elem);
+                        if self.peek()? != b']' {
+                            continue 'value;
+                        }
+                        self.i += 1;
+                        self.s.segs.pop();
+                        open.pop();
+                    } else {
                         match self.peek()? {
-                            b',' => self.i += 1,
-                            b']' => {
+                            b'}' => {
                                 self.i += 1;
-                                break;
+                                open.pop();
+                            }
+                            b'"' => {
+                                self.member()?;
+                                continue 'value;
                             }
                             _ => return None,
                         }
                     }
                 }
-                let m = self.marks.pop().unwrap_or(0);
-                self.path.truncate(m);
-                Some(())
-            }
-            b'"' => {
-                let start = self.i + 1;
-                let s = self.string()?;
-                let at = matches!(s, Cow::Borrowed(_)).then_some(start);
-                self.scan(key.unwrap_or(""), &s, at);
-                Some(())
-            }
-            _ => {
-                let n = self.b[self.i..]
-                    .iter()
-                    .take_while(|&&c| c.is_ascii_alphanumeric() || matches!(c, b'-' | b'+' | b'.'))
-                    .count();
-                if n == 0 {
-                    return None;
+                b'"' => {
+                    let start = self.i + 1;
+                    let s = self.string()?;
+                    let at = matches!(s, Cow::Borrowed(_)).then_some(start);
+                    self.scan(&s, at);
                 }
-                let tok = &self.b[self.i..self.i + n];
-                let at = self.i;
-                self.i += n;
-                // Numbers can be card numbers, phone numbers or ids: scan the integer ones.
-                if n >= 7 && tok.iter().all(u8::is_ascii_digit) {
-                    let s = std::str::from_utf8(tok).unwrap_or("");
-                    self.scan(key.unwrap_or(""), s, Some(at));
+                _ => {
+                    let n = self.b[self.i..]
+                        .iter()
+                        .take_while(|&&c| c.is_ascii_alphanumeric() || matches!(c, b'-' | b'+' | b'.'))
+                        .count();
+                    if n == 0 {
+                        return None;
+                    }
+                    let tok = &self.b[self.i..self.i + n];
+                    let at = self.i;
+                    self.i += n;
+                    // Numbers can be card numbers, phone numbers or ids: scan the integer ones.
+                    if n >= 7 && tok.iter().all(u8::is_ascii_digit) {
+                        let s = std::str::from_utf8(tok).unwrap_or("");
+                        self.scan(s, Some(at));
+                    }
                 }
-                Some(())
+            }
+            if self.out.len() >= self.c.cfg.max_findings {
+                return Some(()); // nothing more would be kept
+            }
+            // After a value: close the containers it ends, or go on to the next member or
+            // element.
+            loop {
+                let Some(&top) = open.last() else { return Some(()) };
+                if top == b'{' {
+                    self.s.segs.pop(); // the member's name
+                    match self.peek()? {
+                        b',' => {
+                            self.i += 1;
+                            if self.peek()? != b'"' {
+                                return None;
+                            }
+                            self.member()?;
+                            continue 'value;
+                        }
+                        b'}' => {
+                            self.i += 1;
+                            open.pop();
+                        }
+                        _ => return None,
+                    }
+                } else {
+                    match self.peek()? {
+                        b',' => {
+                            self.i += 1;
+                            continue 'value;
+                        }
+                        b']' => {
+                            self.i += 1;
+                            open.pop();
+                            self.s.segs.pop(); // the elements
+                        }
+                        _ => return None,
+                    }
+                }
             }
         }
     }
@@ -318,9 +457,13 @@ impl<'a> JsonWalk<'a, '_> {
         let start = self.i;
         let b: &'a [u8] = self.b;
         let rest = &b[start..];
-        let end = rest.iter().position(|&c| c == b'"' || c == b'\\')?;
+        let end = quote_or_backslash(rest)?;
         if rest[end] == b'"' {
             self.i = start + end + 1;
+            // A body checked whole is sliced at quotes (ASCII, so on character boundaries).
+            if let Some(text) = self.text {
+                return text.get(start..start + end).map(Cow::Borrowed);
+            }
             // Invalid UTF-8 is replaced, and then no longer lines up with the body.
             return Some(match std::str::from_utf8(&rest[..end]) {
                 Ok(s) => Cow::Borrowed(s),
@@ -363,6 +506,60 @@ impl<'a> JsonWalk<'a, '_> {
         }
         None
     }
+}
+
+/// The text of `b[a..z]`, a span that `string` found valid.
+fn span_text<'a>(text: Option<&'a str>, b: &'a [u8], a: u32, z: u32) -> &'a str {
+    let (a, z) = (a as usize, z as usize);
+    text.and_then(|t| t.get(a..z)).or_else(|| std::str::from_utf8(b.get(a..z)?).ok()).unwrap_or("")
+}
+
+/// A 64-bit hash of a name, 8 bytes a step (names are short, and one is hashed for each
+/// member); never 0, the mark of an empty slot. The last word is read overlapping the one
+/// before (the length is mixed in), so no byte is copied.
+fn name_hash(b: &[u8]) -> u64 {
+    const K: u64 = 0x9e37_79b9_7f4a_7c15;
+    let n = b.len();
+    let word = |i: usize| u64::from_le_bytes(b[i..i + 8].try_into().unwrap_or([0; 8]));
+    let half = |i: usize| u64::from(u32::from_le_bytes(b[i..i + 4].try_into().unwrap_or([0; 4])));
+    let mut h = (n as u64).wrapping_mul(K);
+    let last = if n >= 8 {
+        let mut i = 0;
+        while i + 8 < n {
+            h = (h ^ word(i)).wrapping_mul(K).rotate_left(29);
+            i += 8;
+        }
+        word(n - 8)
+    } else if n >= 4 {
+        half(0) | half(n - 4) << 32
+    } else {
+        b.iter().fold(0u64, |v, &c| v << 8 | u64::from(c))
+    };
+    h = (h ^ last).wrapping_mul(K);
+    (h ^ (h >> 29)).wrapping_mul(K) | 1
+}
+
+/// The first `"` or `\\` in `b`. Most JSON strings are short: their first 32 bytes are
+/// searched 8 at a time in a register, and only longer strings call a vector search.
+fn quote_or_backslash(b: &[u8]) -> Option<usize> {
+    const ONES: u64 = 0x0101_0101_0101_0101;
+    const HIGH: u64 = 0x8080_8080_8080_8080;
+    let zero_byte = |x: u64| x.wrapping_sub(ONES) & !x & HIGH;
+    let mut i = 0;
+    while i + 8 <= b.len() && i < 32 {
+        let v = u64::from_le_bytes(b[i..i + 8].try_into().unwrap_or([0; 8]));
+        // Bytes equal to `"` or `\\` become zero; the lowest flagged byte is exact (flags
+        // can be wrong only above a true zero, where the borrow runs on).
+        let m = zero_byte(v ^ (ONES * b'"' as u64)) | zero_byte(v ^ (ONES * b'\\' as u64));
+        if m != 0 {
+            return Some(i + (m.trailing_zeros() / 8) as usize);
+        }
+        i += 8;
+    }
+    if i < 32 {
+        return b[i..].iter().position(|&c| c == b'"' || c == b'\\').map(|p| i + p);
+    }
+    memchr::memchr2(b'"', b'\\', &b[i..]).map(|p| i + p)
 }
 
 fn push_key(path: &mut String, k: &str) {
@@ -420,4 +617,27 @@ pub fn percent_decode(s: &[u8]) -> String {
 
 fn xml_unescape(s: &str) -> String {
     s.replace("&lt;", "<").replace("&gt;", ">").replace("&quot;", "\"").replace("&apos;", "'").replace("&amp;", "&")
+}
+
+#[cfg(test)]
+mod fast_paths {
+    use super::*;
+
+    #[test]
+    fn quote_search_matches_a_plain_search() {
+        let mut seed: u32 = 5;
+        for len in 0..120 {
+            let b: Vec<u8> = (0..len)
+                .map(|_| {
+                    seed = seed.wrapping_mul(1_103_515_245).wrapping_add(12345);
+                    let alphabet = b"ab\"\\\xe2\x80\x00!#";
+                    alphabet[(seed >> 16) as usize % alphabet.len()]
+                })
+                .collect();
+            let plain = b.iter().position(|&c| c == b'"' || c == b'\\');
+            assert_eq!(quote_or_backslash(&b), plain, "{b:?}");
+        }
+        let long = [vec![b'a'; 100], b"\"".to_vec()].concat();
+        assert_eq!(quote_or_backslash(&long), Some(100));
+    }
 }

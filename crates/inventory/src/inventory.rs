@@ -350,8 +350,8 @@ impl Inventory {
                             field: f.field.clone(),
                             status_class: crate::sensitive::class_of(o.status),
                             confidence: f.confidence,
-                            masked: f.masked.clone(),
-                            hash: f.hash.clone(),
+                            masked: f.masked.to_string(),
+                            hash: f.hash.to_string(),
                             detail: f.detail.clone(),
                         })),
                     });

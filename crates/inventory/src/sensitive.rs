@@ -134,8 +134,9 @@ pub fn expose(
     x.last_seen = x.last_seen.max(o.ts);
     x.confidence = x.confidence.max(f.confidence);
     x.status_classes.add(class, 1, 8);
-    if x.hashes.len() < MAX_HASHES && !x.hashes.iter().any(|h| **h == *f.hash) {
-        x.hashes.push(f.hash.as_str().into());
+    let hex = f.hash.hex();
+    if x.hashes.len() < MAX_HASHES && !x.hashes.iter().any(|h| **h == *hex) {
+        x.hashes.push((*hex).into());
     }
     if o.external && !x.external {
         x.external = true;
