@@ -32,6 +32,9 @@ pub struct Config {
     pub inventory: InventorySection,
     #[serde(default)]
     pub classify: ClassifySection,
+    /// Remote outputs (`[[outputs]]`), besides the NDJSON of `[output]`.
+    #[serde(default)]
+    pub outputs: Vec<crate::remote::RemoteConfig>,
 }
 
 /// `[classify]`: the sensitive-data classifier (see packaging/apiwatch.toml).
@@ -466,7 +469,7 @@ impl fmt::Display for Problem {
     }
 }
 
-fn problem(key: &str, message: String) -> Problem {
+pub(crate) fn problem(key: &str, message: String) -> Problem {
     Problem { key: key.into(), message }
 }
 
@@ -571,6 +574,16 @@ impl Config {
         }
         v.extend(self.inventory.problems());
         v.extend(self.classify.problems());
+        let mut names = std::collections::BTreeSet::new();
+        for (i, o) in self.outputs.iter().enumerate() {
+            v.extend(o.problems(i));
+            if !names.insert(o.display_name()) {
+                v.push(problem(
+                    &format!("outputs[{i}].name"),
+                    format!("{:?} names another output too: give each a name (it names its spool)", o.display_name()),
+                ));
+            }
+        }
         if let Some(u) = &self.privileges.user {
             if crate::privileges::lookup_user(u).is_none() {
                 v.push(problem("privileges.user", format!("no user named {u:?} on this system")));

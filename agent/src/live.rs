@@ -91,6 +91,9 @@ struct Shared {
     inventory_endpoints: AtomicU64,
     inventory_hosts: AtomicU64,
     inventory_saves_failed: AtomicU64,
+    /// Remote outputs: name and counters, as the output thread last published them.
+    #[allow(clippy::type_complexity)]
+    remotes: Mutex<Vec<(String, Vec<(&'static str, &'static str, u64)>)>>,
 }
 
 enum OutMsg {
@@ -159,7 +162,13 @@ pub fn run(config_path: Option<&Path>, o: Overrides) -> Result<()> {
     let observe = inventory.as_ref().map(|s| s.observe.clone());
     let save_every = Duration::from_secs(cfg.inventory.save_interval_secs.max(1));
     // The output is opened while still privileged (it may live where only root writes).
-    let first_output = NdjsonOutput::new(cfg.output_path().as_deref(), RenderOptions::default())?;
+    let mut first_output = NdjsonOutput::new(cfg.output_path().as_deref(), RenderOptions::default())?;
+    // Remote outputs: spools under the state directory unless they name one.
+    for r in &cfg.outputs {
+        let remote = crate::remote::Remote::start(r, Some(&cfg.inventory.state_dir))?;
+        tracing::info!(output = %remote.name, url = %r.url, "remote output");
+        first_output.remotes.push(remote);
+    }
     if let Some(user) = &cfg.privileges.user {
         use crate::privileges::{CAP_BPF, CAP_NET_ADMIN, CAP_NET_RAW};
         let keep: &[u32] = match cfg.capture.backend {
@@ -308,7 +317,9 @@ fn output_thread(
                 }
                 Ok(OutMsg::Reopen(p)) => {
                     out.flush()?;
+                    let remotes = std::mem::take(&mut out.remotes);
                     out = NdjsonOutput::new(p.as_deref(), RenderOptions::default())?;
+                    out.remotes = remotes;
                     tracing::info!(path = ?p, "output reopened");
                 }
                 Err(_) => break,
@@ -318,6 +329,9 @@ fn output_thread(
         // Live output is read as it comes: flush at least every 200 ms.
         if last_flush.elapsed() >= Duration::from_millis(200) {
             out.flush()?;
+            out.tick()?;
+            *shared.remotes.lock().unwrap_or_else(|e| e.into_inner()) =
+                out.remotes.iter().map(|r| r.snapshot()).collect();
             last_flush = Instant::now();
         }
         if let Some(stage) = inventory.as_mut() {
@@ -331,6 +345,10 @@ fn output_thread(
         stage.tick(now_ns(), &mut out)?;
         out.flush()?;
         save(stage, &shared);
+    }
+    // The sinks get a few seconds to take what is spooled; the rest waits for the next start.
+    for r in out.finish_remotes(Duration::from_secs(5))? {
+        tracing::info!(output = %r.name, delivered = r.sent, spooled = r.pending, dropped = r.dropped, "remote output stopped");
     }
     out.flush()
 }
@@ -731,6 +749,12 @@ fn metrics_text(shared: &Shared) -> String {
             for (k, v) in obj {
                 let _ = writeln!(o, "# TYPE apiwatch_inventory_{k}_total counter\napiwatch_inventory_{k}_total {v}");
             }
+        }
+    }
+    for (name, fields) in shared.remotes.lock().unwrap_or_else(|e| e.into_inner()).iter() {
+        for (field, kind, v) in fields {
+            let _ =
+                writeln!(o, "# TYPE apiwatch_remote_{field} {kind}\napiwatch_remote_{field}{{output=\"{name}\"}} {v}");
         }
     }
     if let Some(c) = shared.classify.lock().unwrap_or_else(|e| e.into_inner()).as_ref() {

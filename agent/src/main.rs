@@ -24,6 +24,8 @@ enum Cmd {
     Run(RunArgs),
     /// Check a configuration file: print every problem with the key that causes it.
     CheckConfig { file: PathBuf },
+    /// The central receiver of what agents ship (`--config sink.toml`), and its helpers.
+    Sink(SinkArgs),
     /// Read the API inventory kept in a state directory.
     Inventory {
         #[command(subcommand)]
@@ -36,6 +38,61 @@ enum Cmd {
         #[arg(long, value_parser = ["mmap", "libpcap"], default_value = "mmap")]
         reader: String,
         file: PathBuf,
+    },
+}
+
+#[derive(clap::Args)]
+#[command(args_conflicts_with_subcommands = true)]
+struct SinkArgs {
+    /// Serve: the sink's configuration file.
+    #[arg(long)]
+    config: Option<PathBuf>,
+    #[command(subcommand)]
+    cmd: Option<SinkCmd>,
+}
+
+#[derive(Subcommand)]
+enum SinkCmd {
+    /// List what the sink stored: agents, findings (sensitive data, detections), inventory
+    /// changes, or records of given kinds.
+    Query {
+        #[arg(value_parser = ["agents", "findings", "inventory", "records"])]
+        what: String,
+        /// The sink's configuration (for its database) ...
+        #[arg(long)]
+        config: Option<PathBuf>,
+        /// ... or the database file itself.
+        #[arg(long)]
+        db: Option<PathBuf>,
+        /// Record kinds, with `records` (transaction, inventory, sensitive_data, detection).
+        #[arg(long, value_delimiter = ',')]
+        kind: Vec<String>,
+        /// Only what this agent sent (the name in its certificate).
+        #[arg(long)]
+        agent: Option<String>,
+        #[arg(long, default_value_t = 1000)]
+        limit: usize,
+        /// JSON lines instead of a table.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Make a CA and certificates for a sink and its agents (a test or pilot deployment).
+    Certs {
+        /// Directory of the files (an existing CA there is reused).
+        #[arg(long)]
+        out: PathBuf,
+        /// Names (DNS or IP) of the sink's certificate; the first is its common name.
+        #[arg(long = "sink-name", value_delimiter = ',')]
+        sink_names: Vec<String>,
+        /// Agents to issue certificates for (each agent's name is its identity).
+        #[arg(long = "agent", value_delimiter = ',')]
+        agents: Vec<String>,
+        /// Validity of the certificates, in days.
+        #[arg(long, default_value_t = 365)]
+        days: i64,
+        /// Agents whose certificate has already expired (to test refusals).
+        #[arg(long = "expired-agent", value_delimiter = ',', hide = true)]
+        expired_agents: Vec<String>,
     },
 }
 
@@ -66,7 +123,7 @@ struct ShowArgs {
 /// configuration file, then these flags over it.
 #[derive(clap::Args)]
 struct InventoryArgs {
-    /// Take the [inventory] section (state directory, specs, networks) from this file.
+    /// Take the [inventory], [classify] and [[outputs]] sections from this configuration file.
     #[arg(long = "config")]
     inventory_config: Option<PathBuf>,
     /// State directory of the inventory (loaded, then saved). Replay keeps none by default.
@@ -208,6 +265,10 @@ struct ReplayArgs {
     /// Seconds (packet time) a new endpoint must exist before it is reported.
     #[arg(long)]
     settle_secs: Option<u64>,
+    /// Seconds to wait at the end for remote outputs ([[outputs]] of --config) to deliver
+    /// what they spooled; the rest stays in the spool for the next run.
+    #[arg(long, default_value_t = 60)]
+    drain_timeout: u64,
     #[command(flatten)]
     inv: InventoryArgs,
 }
@@ -255,6 +316,24 @@ fn run() -> Result<ExitCode> {
                 };
                 Some(apiwatch::replay::InventoryOptions { cfg, observe, sensitive, state })
             };
+            let (remotes, remote_state) = match &a.inv.inventory_config {
+                Some(f) => {
+                    let c = apiwatch::config::Config::load(f).map_err(|p| {
+                        anyhow::anyhow!(
+                            "{}: {}",
+                            f.display(),
+                            p.iter().map(|p| p.to_string()).collect::<Vec<_>>().join("; ")
+                        )
+                    })?;
+                    let problems: Vec<String> =
+                        c.outputs.iter().enumerate().flat_map(|(i, o)| o.problems(i)).map(|p| p.to_string()).collect();
+                    if !problems.is_empty() {
+                        anyhow::bail!("{}: {}", f.display(), problems.join("; "));
+                    }
+                    (c.outputs, Some(a.inv.state.clone().unwrap_or(c.inventory.state_dir)))
+                }
+                None => (Vec::new(), None),
+            };
             let opts = ReplayOptions {
                 files: a.files,
                 output: a.output,
@@ -263,6 +342,9 @@ fn run() -> Result<ExitCode> {
                 workers: a.workers,
                 progress: !a.quiet,
                 inventory,
+                remotes,
+                remote_state,
+                drain: std::time::Duration::from_secs(a.drain_timeout),
             };
             let report = replay(&opts)?;
             if let Some(p) = &a.stats {
@@ -327,6 +409,46 @@ fn run() -> Result<ExitCode> {
             }
             Ok(ExitCode::SUCCESS)
         }
+        Cmd::Sink(a) => match a.cmd {
+            None => {
+                let Some(path) = a.config else {
+                    anyhow::bail!("apiwatch sink --config sink.toml (or: apiwatch sink query|certs)");
+                };
+                let cfg = apiwatch::sink::SinkConfig::load(&path)?;
+                tracing_subscriber::fmt().with_writer(std::io::stderr).with_target(false).init();
+                let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+                signal_hook::flag::register(signal_hook::consts::SIGTERM, stop.clone())?;
+                signal_hook::flag::register(signal_hook::consts::SIGINT, stop.clone())?;
+                apiwatch::sink::serve(&cfg, stop, |addr| {
+                    use std::io::Write;
+                    println!("apiwatch sink: listening on {addr}");
+                    let _ = std::io::stdout().flush();
+                })?;
+                Ok(ExitCode::SUCCESS)
+            }
+            Some(SinkCmd::Query { what, config, db, kind, agent, limit, json }) => {
+                let database = match (db, config) {
+                    (Some(d), _) => d,
+                    (None, Some(c)) => apiwatch::sink::SinkConfig::load(&c)?.database,
+                    (None, None) => anyhow::bail!("give --db FILE or --config sink.toml"),
+                };
+                print!("{}", apiwatch::sink::query(&database, &what, &kind, agent.as_deref(), limit, json)?);
+                Ok(ExitCode::SUCCESS)
+            }
+            Some(SinkCmd::Certs { out, sink_names, agents, days, expired_agents }) => {
+                let files = apiwatch::sink::certs::make(&apiwatch::sink::certs::CertsOptions {
+                    dir: &out,
+                    sink_names: &sink_names,
+                    agents: &agents,
+                    days,
+                    expired_agents: &expired_agents,
+                })?;
+                for f in files {
+                    println!("{f}");
+                }
+                Ok(ExitCode::SUCCESS)
+            }
+        },
         Cmd::CheckConfig { file } => {
             let n = apiwatch::live::check_config(&file);
             Ok(if n == 0 { ExitCode::SUCCESS } else { ExitCode::from(1) })

@@ -1,4 +1,5 @@
-//! Output sinks. For now NDJSON to stdout or a file; remote sinks come with issue 6.
+//! Outputs: NDJSON to stdout or a file, and the remote outputs (`remote.rs`), which are
+//! offered every record written here and keep the kinds they take.
 
 use anyhow::{Context, Result};
 use apiwatch_model::{RenderOptions, Transaction};
@@ -14,6 +15,7 @@ pub struct NdjsonOutput {
     pub records: u64,
     /// The reader went away (broken pipe): stop writing, quietly.
     pub closed: bool,
+    pub remotes: Vec<crate::remote::Remote>,
 }
 
 const FLUSH_AT: usize = 1 << 20;
@@ -27,7 +29,14 @@ impl NdjsonOutput {
                 std::fs::File::create(p).with_context(|| format!("cannot create output file {}", p.display()))?,
             ),
         };
-        Ok(NdjsonOutput { w, buf: Vec::with_capacity(FLUSH_AT + (64 << 10)), opts, records: 0, closed: false })
+        Ok(NdjsonOutput {
+            w,
+            buf: Vec::with_capacity(FLUSH_AT + (64 << 10)),
+            opts,
+            records: 0,
+            closed: false,
+            remotes: Vec::new(),
+        })
     }
 
     /// Render a transaction as one line (appended to `line`).
@@ -37,22 +46,52 @@ impl NdjsonOutput {
     }
 
     pub fn transaction(&mut self, tx: &Transaction) -> Result<()> {
-        if self.closed {
+        if self.closed && self.remotes.is_empty() {
             return Ok(());
         }
+        let start = self.buf.len();
         Self::render(&self.opts, tx, &mut self.buf);
+        for r in &mut self.remotes {
+            r.offer(&self.buf[start..])?;
+        }
+        if self.closed {
+            self.buf.truncate(start);
+            return Ok(());
+        }
         self.records += 1;
         self.maybe_write()
     }
 
     /// Write `records` pre-rendered lines.
     pub fn raw(&mut self, bytes: &[u8], records: u64) -> Result<()> {
+        for r in &mut self.remotes {
+            r.offer(bytes)?;
+        }
         if self.closed {
             return Ok(());
         }
         self.buf.extend_from_slice(bytes);
         self.records += records;
         self.maybe_write()
+    }
+
+    /// Let the remote outputs seal batches that are old enough.
+    pub fn tick(&mut self) -> Result<()> {
+        for r in &mut self.remotes {
+            r.tick()?;
+        }
+        Ok(())
+    }
+
+    /// Seal and deliver what the remote outputs hold, waiting up to `drain` for the sinks;
+    /// what is not delivered by then stays spooled for the next start.
+    pub fn finish_remotes(&mut self, drain: std::time::Duration) -> Result<Vec<crate::remote::RemoteReport>> {
+        let deadline = std::time::Instant::now() + drain;
+        let mut reports = Vec::new();
+        for r in self.remotes.drain(..) {
+            reports.push(r.finish(deadline.saturating_duration_since(std::time::Instant::now()))?);
+        }
+        Ok(reports)
     }
 
     fn maybe_write(&mut self) -> Result<()> {

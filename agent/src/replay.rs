@@ -36,6 +36,11 @@ pub struct ReplayOptions {
     pub progress: bool,
     /// Feed the inventory (None: transactions only).
     pub inventory: Option<InventoryOptions>,
+    /// Remote outputs (`[[outputs]]`), their spools under `remote_state` unless they name
+    /// one, and how long to wait at the end for the sinks to take what is spooled.
+    pub remotes: Vec<crate::remote::RemoteConfig>,
+    pub remote_state: Option<PathBuf>,
+    pub drain: Duration,
 }
 
 pub struct InventoryOptions {
@@ -57,10 +62,15 @@ pub struct ReplayReport {
     pub classify: Option<apiwatch_inventory::sensitive::SensitiveCounters>,
     /// The error that stopped reading, after everything before it was processed and written.
     pub error: Option<anyhow::Error>,
+    /// What each remote output delivered, and what it left spooled.
+    pub remotes: Vec<crate::remote::RemoteReport>,
 }
 
 pub fn replay(opts: &ReplayOptions) -> Result<ReplayReport> {
     let mut out = NdjsonOutput::new(opts.output.as_deref(), opts.render.clone())?;
+    for r in &opts.remotes {
+        out.remotes.push(crate::remote::Remote::start(r, opts.remote_state.as_deref())?);
+    }
     let start = Instant::now();
     // Open every file up front: the sharded mode borrows payloads from all of them, and a
     // missing file should fail before any work.
@@ -94,6 +104,7 @@ pub fn replay(opts: &ReplayOptions) -> Result<ReplayReport> {
     }
     out.flush()?;
     progress.done();
+    let remotes = out.finish_remotes(opts.drain)?;
     let classify = inv.as_ref().and_then(|i| i.inv.sensitive.as_ref()).map(|s| s.counters.clone());
     Ok(ReplayReport {
         stats,
@@ -102,6 +113,7 @@ pub fn replay(opts: &ReplayOptions) -> Result<ReplayReport> {
         elapsed: start.elapsed(),
         classify,
         error: error.or(read_error),
+        remotes,
     })
 }
 

@@ -92,5 +92,15 @@ pub fn render(r: &ReplayReport) -> String {
     if let Some(rss) = peak_rss_bytes() {
         let _ = writeln!(o, "  peak memory {}", human_bytes(rss));
     }
+    for x in &r.remotes {
+        let _ = writeln!(
+            o,
+            "  output {} ({}): {} records delivered, {} left in the spool, {} dropped (spool full), {} refused by the sink",
+            x.name, x.url, x.sent, x.pending, x.dropped, x.rejected
+        );
+        if let Some(e) = &x.last_error {
+            let _ = writeln!(o, "    last delivery error: {e}");
+        }
+    }
     o
 }

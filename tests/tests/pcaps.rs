@@ -48,6 +48,9 @@ fn cli_output(files: &[PathBuf], workers: usize) -> (String, Option<String>) {
             sensitive: apiwatch::config::ClassifySection::default().build(None, true).expect("default classifier"),
             state: None,
         }),
+        remotes: Vec::new(),
+        remote_state: None,
+        drain: std::time::Duration::ZERO,
     };
     let report = run_replay(&opts).expect("replay runs");
     (std::fs::read_to_string(out).expect("output"), report.error.map(|e| format!("{e:#}")))

@@ -1,0 +1,227 @@
+//! The sink's store: SQLite (WAL), one row per record, keyed by (agent, stream, seq) so
+//! that a batch delivered twice is stored once. Schema versions are applied in order at
+//! opening (`PRAGMA user_version`).
+
+use anyhow::{Context, Result};
+use rusqlite::{params, Connection, OptionalExtension};
+use std::path::Path;
+
+/// Schema migrations, in order; `user_version` says how many are applied.
+const MIGRATIONS: &[&str] = &[
+    // 1: agents and records.
+    "CREATE TABLE agents (
+         name TEXT PRIMARY KEY,
+         fingerprint TEXT NOT NULL,
+         first_seen INTEGER NOT NULL,
+         last_seen INTEGER NOT NULL,
+         records INTEGER NOT NULL DEFAULT 0,
+         duplicates INTEGER NOT NULL DEFAULT 0,
+         last_addr TEXT NOT NULL DEFAULT ''
+     );
+     CREATE TABLE records (
+         agent TEXT NOT NULL,
+         stream INTEGER NOT NULL,
+         seq INTEGER NOT NULL,
+         kind TEXT NOT NULL,
+         ts TEXT,
+         received INTEGER NOT NULL,
+         body TEXT NOT NULL,
+         PRIMARY KEY (agent, stream, seq)
+     ) WITHOUT ROWID;
+     CREATE INDEX records_kind ON records (kind, received);
+     CREATE INDEX records_received ON records (received);",
+];
+
+pub struct Store {
+    db: Connection,
+}
+
+/// One record of a batch: its kind, its time (if it has one) and its JSON text.
+pub struct Record<'a> {
+    pub kind: &'a str,
+    pub ts: Option<&'a str>,
+    pub body: &'a str,
+}
+
+/// Who sent a batch.
+pub struct Sender<'a> {
+    pub agent: &'a str,
+    pub fingerprint: &'a str,
+    pub addr: &'a str,
+}
+
+impl Store {
+    pub fn open(path: &Path) -> Result<Store> {
+        if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
+            std::fs::create_dir_all(dir).with_context(|| format!("cannot create {}", dir.display()))?;
+        }
+        let db = Connection::open(path).with_context(|| format!("cannot open the database {}", path.display()))?;
+        db.pragma_update(None, "journal_mode", "WAL")?;
+        db.pragma_update(None, "synchronous", "NORMAL")?;
+        db.busy_timeout(std::time::Duration::from_secs(10))?;
+        let version: i64 = db.pragma_query_value(None, "user_version", |r| r.get(0))?;
+        if version as usize > MIGRATIONS.len() {
+            anyhow::bail!(
+                "{}: schema version {version} is newer than this apiwatch knows ({}): upgrade apiwatch",
+                path.display(),
+                MIGRATIONS.len()
+            );
+        }
+        for (i, m) in MIGRATIONS.iter().enumerate().skip(version as usize) {
+            let tx = db.unchecked_transaction()?;
+            tx.execute_batch(m).with_context(|| format!("{}: migration {}", path.display(), i + 1))?;
+            tx.pragma_update(None, "user_version", (i + 1) as i64)?;
+            tx.commit()?;
+        }
+        Ok(Store { db })
+    }
+
+    /// Store a batch; returns (stored, duplicates). One transaction: all or nothing.
+    pub fn ingest(
+        &mut self,
+        from: &Sender,
+        stream: u64,
+        first_seq: u64,
+        records: &[Record],
+        now: i64,
+    ) -> Result<(u64, u64)> {
+        let tx = self.db.transaction()?;
+        let mut stored = 0;
+        {
+            let mut ins = tx.prepare_cached(
+                "INSERT OR IGNORE INTO records (agent, stream, seq, kind, ts, received, body) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
+            )?;
+            for (i, r) in records.iter().enumerate() {
+                stored += ins.execute(params![
+                    from.agent,
+                    stream as i64,
+                    (first_seq + i as u64) as i64,
+                    r.kind,
+                    r.ts,
+                    now,
+                    r.body
+                ])? as u64;
+            }
+        }
+        let dups = records.len() as u64 - stored;
+        tx.execute(
+            "INSERT INTO agents (name, fingerprint, first_seen, last_seen, records, duplicates, last_addr)
+             VALUES (?1, ?2, ?3, ?3, ?4, ?5, ?6)
+             ON CONFLICT (name) DO UPDATE SET fingerprint = ?2, last_seen = ?3, records = records + ?4,
+                 duplicates = duplicates + ?5, last_addr = ?6",
+            params![from.agent, from.fingerprint, now, stored as i64, dups as i64, from.addr],
+        )?;
+        tx.commit()?;
+        Ok((stored, dups))
+    }
+
+    /// Records received before `before` (unix seconds) are deleted; returns how many.
+    pub fn expire(&mut self, before: i64) -> Result<u64> {
+        Ok(self.db.execute("DELETE FROM records WHERE received < ?1", params![before])? as u64)
+    }
+
+    pub fn agents(&self) -> Result<Vec<serde_json::Value>> {
+        let mut q = self.db.prepare(
+            "SELECT name, fingerprint, first_seen, last_seen, records, duplicates, last_addr FROM agents ORDER BY name",
+        )?;
+        let rows = q.query_map([], |r| {
+            Ok(serde_json::json!({
+                "agent": r.get::<_, String>(0)?,
+                "fingerprint": r.get::<_, String>(1)?,
+                "first_seen": r.get::<_, i64>(2)?,
+                "last_seen": r.get::<_, i64>(3)?,
+                "records": r.get::<_, i64>(4)?,
+                "duplicates": r.get::<_, i64>(5)?,
+                "last_addr": r.get::<_, String>(6)?,
+            }))
+        })?;
+        Ok(rows.collect::<Result<_, _>>()?)
+    }
+
+    /// Records of the given kinds (all if empty), of one agent (if given), newest last.
+    pub fn records(
+        &self,
+        kinds: &[&str],
+        agent: Option<&str>,
+        since: Option<i64>,
+        limit: usize,
+    ) -> Result<Vec<(String, String)>> {
+        let mut sql = String::from("SELECT agent, body FROM records WHERE 1 = 1");
+        let mut args: Vec<rusqlite::types::Value> = Vec::new();
+        if !kinds.is_empty() {
+            sql.push_str(&format!(" AND kind IN ({})", vec!["?"; kinds.len()].join(", ")));
+            args.extend(kinds.iter().map(|k| rusqlite::types::Value::Text(k.to_string())));
+        }
+        if let Some(a) = agent {
+            sql.push_str(" AND agent = ?");
+            args.push(rusqlite::types::Value::Text(a.to_string()));
+        }
+        if let Some(s) = since {
+            sql.push_str(" AND received >= ?");
+            args.push(rusqlite::types::Value::Integer(s));
+        }
+        sql.push_str(" ORDER BY received, agent, stream, seq LIMIT ?");
+        args.push(rusqlite::types::Value::Integer(limit.min(i64::MAX as usize) as i64));
+        let mut q = self.db.prepare(&sql)?;
+        let rows = q.query_map(rusqlite::params_from_iter(args), |r| Ok((r.get(0)?, r.get(1)?)))?;
+        Ok(rows.collect::<Result<_, _>>()?)
+    }
+
+    /// (records, distinct (agent, stream, seq)) per agent: equal unless something is wrong.
+    pub fn count(&self, agent: Option<&str>) -> Result<u64> {
+        let n: i64 = match agent {
+            Some(a) => self.db.query_row("SELECT COUNT(*) FROM records WHERE agent = ?1", params![a], |r| r.get(0))?,
+            None => self.db.query_row("SELECT COUNT(*) FROM records", [], |r| r.get(0))?,
+        };
+        Ok(n as u64)
+    }
+
+    pub fn schema_version(&self) -> Result<i64> {
+        Ok(self.db.pragma_query_value(None, "user_version", |r| r.get(0))?)
+    }
+
+    pub fn has_agent(&self, name: &str) -> Result<bool> {
+        Ok(self.db.query_row("SELECT 1 FROM agents WHERE name = ?1", params![name], |_| Ok(())).optional()?.is_some())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn duplicates_are_stored_once_and_migrations_run_once() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("s.db");
+        let mut s = Store::open(&path).unwrap();
+        let from = Sender { agent: "a1", fingerprint: "ff", addr: "127.0.0.1:1" };
+        let recs: Vec<Record> =
+            (0..5).map(|_| Record { kind: "inventory", ts: Some("t"), body: "{\"kind\":\"inventory\"}" }).collect();
+        assert_eq!(s.ingest(&from, 7, 0, &recs, 100).unwrap(), (5, 0));
+        // The same batch again, and one overlapping it.
+        assert_eq!(s.ingest(&from, 7, 0, &recs, 101).unwrap(), (0, 5));
+        assert_eq!(s.ingest(&from, 7, 3, &recs, 102).unwrap(), (3, 2));
+        // Another stream of the same agent is other records.
+        assert_eq!(s.ingest(&from, 8, 0, &recs[..1], 103).unwrap(), (1, 0));
+        assert_eq!(s.count(Some("a1")).unwrap(), 9);
+        drop(s);
+        let s = Store::open(&path).unwrap();
+        assert_eq!(s.schema_version().unwrap(), MIGRATIONS.len() as i64);
+        let a = s.agents().unwrap();
+        assert_eq!((a[0]["records"].as_i64(), a[0]["duplicates"].as_i64()), (Some(9), Some(7)));
+        assert_eq!(s.records(&["inventory"], Some("a1"), None, 100).unwrap().len(), 9);
+        assert!(s.records(&["detection"], None, None, 100).unwrap().is_empty());
+    }
+
+    #[test]
+    fn retention_deletes_old_records() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut s = Store::open(&dir.path().join("s.db")).unwrap();
+        let from = Sender { agent: "a", fingerprint: "f", addr: "x" };
+        let r = [Record { kind: "inventory", ts: None, body: "{}" }];
+        s.ingest(&from, 1, 0, &r, 100).unwrap();
+        s.ingest(&from, 1, 1, &r, 200).unwrap();
+        assert_eq!(s.expire(150).unwrap(), 1);
+        assert_eq!(s.count(None).unwrap(), 1);
+    }
+}

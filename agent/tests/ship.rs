@@ -1,0 +1,292 @@
+//! Shipping to `apiwatch sink`, with the real binary on loopback: certificates made by
+//! `apiwatch sink certs`, mutual TLS, the SQLite store read back with `apiwatch sink query`.
+
+use std::io::{BufRead, BufReader, Read, Write};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::Duration;
+
+fn bin() -> &'static str {
+    env!("CARGO_BIN_EXE_apiwatch")
+}
+
+fn root() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).parent().unwrap().to_path_buf()
+}
+
+fn run(args: &[&str], dir: &Path) -> std::process::Output {
+    let out = Command::new(bin()).args(args).current_dir(dir).output().unwrap();
+    assert!(out.status.success(), "apiwatch {args:?}: {}", String::from_utf8_lossy(&out.stderr));
+    out
+}
+
+/// Certificates for a sink (`localhost`, 127.0.0.1) and agents, in `dir/name`.
+fn certs(dir: &Path, name: &str, sink: &str, agents: &[&str], expired: &[&str]) -> PathBuf {
+    let d = dir.join(name);
+    let mut args = vec!["sink", "certs", "--out", d.to_str().unwrap(), "--sink-name", sink];
+    let (a, e) = (agents.join(","), expired.join(","));
+    if !agents.is_empty() {
+        args.extend(["--agent", &a]);
+    }
+    if !expired.is_empty() {
+        args.extend(["--expired-agent", &e]);
+    }
+    run(&args, dir);
+    d
+}
+
+struct Sink {
+    child: Child,
+    port: u16,
+    db: PathBuf,
+}
+
+impl Drop for Sink {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// Start a sink with the certificates in `certs`, on `port` (0: any), storing in `db`.
+fn sink(dir: &Path, certs: &Path, db: &Path, port: u16) -> Sink {
+    let cfg = dir.join(format!("sink-{}.toml", db.file_stem().unwrap().to_string_lossy()));
+    std::fs::write(
+        &cfg,
+        format!(
+            "listen = \"127.0.0.1:{port}\"\ncert = {:?}\nkey = {:?}\nclient_ca = {:?}\ndatabase = {:?}\n",
+            certs.join("sink.pem"),
+            certs.join("sink-key.pem"),
+            certs.join("ca.pem"),
+            db
+        ),
+    )
+    .unwrap();
+    let mut child = Command::new(bin())
+        .args(["sink", "--config", cfg.to_str().unwrap()])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let mut line = String::new();
+    BufReader::new(child.stdout.take().unwrap()).read_line(&mut line).unwrap();
+    let port =
+        line.trim().rsplit(':').next().and_then(|p| p.parse().ok()).unwrap_or_else(|| panic!("sink said {line:?}"));
+    Sink { child, port, db: db.to_path_buf() }
+}
+
+/// An agent configuration shipping every kind to `port`.
+fn agent_config(dir: &Path, name: &str, certs: &Path, agent_cert: Option<&str>, url: &str, extra: &str) -> PathBuf {
+    let mut s = format!(
+        "[inventory]\nstate_dir = {:?}\n\n[[outputs]]\ntype = \"https\"\nurl = {url:?}\nca_file = {:?}\nkinds = [\"transaction\", \"inventory\", \"sensitive_data\"]\nbatch_records = 10\n{extra}\n",
+        dir.join(format!("state-{name}")),
+        certs.join("ca.pem"),
+    );
+    if let Some(a) = agent_cert {
+        s.push_str(&format!(
+            "client_cert = {:?}\nclient_key = {:?}\n",
+            certs.join(format!("agent-{a}.pem")),
+            certs.join(format!("agent-{a}-key.pem"))
+        ));
+    }
+    let p = dir.join(format!("{name}.toml"));
+    std::fs::write(&p, s).unwrap();
+    p
+}
+
+/// `apiwatch replay --config CFG FILE`: (records written locally, stderr).
+fn replay(dir: &Path, cfg: &Path, file: &Path, drain: u64) -> (usize, String) {
+    let out = dir.join(format!("{}.jsonl", cfg.file_stem().unwrap().to_string_lossy()));
+    let o = Command::new(bin())
+        .args(["replay", "--config", cfg.to_str().unwrap(), "-o", out.to_str().unwrap()])
+        .args(["--drain-timeout", &drain.to_string()])
+        .arg(file)
+        .current_dir(dir)
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&o.stderr).to_string();
+    assert!(o.status.success(), "replay failed: {err}");
+    (std::fs::read_to_string(out).unwrap().lines().count(), err)
+}
+
+/// (records, duplicates) the sink stored for `agent`.
+fn stored(db: &Path, agent: &str) -> (u64, u64) {
+    let o = run(&["sink", "query", "agents", "--db", db.to_str().unwrap(), "--json"], Path::new("."));
+    for l in String::from_utf8_lossy(&o.stdout).lines() {
+        let v: serde_json::Value = serde_json::from_str(l).unwrap();
+        if v["agent"] == agent {
+            return (v["records"].as_u64().unwrap(), v["duplicates"].as_u64().unwrap());
+        }
+    }
+    (0, 0)
+}
+
+fn pcap(name: &str) -> PathBuf {
+    root().join("pcaps").join(name)
+}
+
+/// A capture with no packets (the global header only): a replay that ships only what its
+/// spool holds.
+fn empty_pcap(dir: &Path) -> PathBuf {
+    let p = dir.join("empty.pcap");
+    let mut h = Vec::new();
+    h.extend_from_slice(&0xa1b2c3d4u32.to_le_bytes());
+    h.extend_from_slice(&2u16.to_le_bytes());
+    h.extend_from_slice(&4u16.to_le_bytes());
+    h.extend_from_slice(&[0; 8]);
+    h.extend_from_slice(&65535u32.to_le_bytes());
+    h.extend_from_slice(&1u32.to_le_bytes());
+    std::fs::write(&p, h).unwrap();
+    p
+}
+
+#[test]
+fn two_agents_deliver_every_record_exactly_once() {
+    let t = tempfile::tempdir().unwrap();
+    let dir = t.path();
+    let c = certs(dir, "pki", "localhost,127.0.0.1", &["a1", "a2"], &[]);
+    let s = sink(dir, &c, &dir.join("sink.db"), 0);
+    let url = format!("https://127.0.0.1:{}", s.port);
+    let cfg1 = agent_config(dir, "a1", &c, Some("a1"), &url, "");
+    let cfg2 = agent_config(dir, "a2", &c, Some("a2"), &url.replace("127.0.0.1", "localhost"), "");
+    let (d1, d2) = (dir.to_path_buf(), dir.to_path_buf());
+    let (c1, c2) = (cfg1.clone(), cfg2.clone());
+    let h1 = std::thread::spawn(move || replay(&d1, &c1, &pcap("api-keepalive.pcap"), 30));
+    let h2 = std::thread::spawn(move || replay(&d2, &c2, &pcap("any-device.pcap"), 30));
+    let ((n1, e1), (n2, _)) = (h1.join().unwrap(), h2.join().unwrap());
+    assert!(n1 >= 30 && n2 >= 4, "{n1} {n2}");
+    assert!(e1.contains(&format!("{n1} records delivered, 0 left in the spool")), "{e1}");
+    assert_eq!(stored(&s.db, "a1"), (n1 as u64, 0));
+    assert_eq!(stored(&s.db, "a2"), (n2 as u64, 0));
+    // What was stored is what was written locally, record for record.
+    let local: Vec<String> = std::fs::read_to_string(dir.join("a1.jsonl")).unwrap().lines().map(String::from).collect();
+    let o = run(&["sink", "query", "records", "--db", s.db.to_str().unwrap(), "--agent", "a1", "--json"], dir);
+    let mut remote: Vec<String> = String::from_utf8_lossy(&o.stdout)
+        .lines()
+        .map(|l| {
+            let mut v: serde_json::Value = serde_json::from_str(l).unwrap();
+            v.as_object_mut().unwrap().remove("agent");
+            v.to_string()
+        })
+        .collect();
+    let mut local_norm: Vec<String> =
+        local.iter().map(|l| serde_json::from_str::<serde_json::Value>(l).unwrap().to_string()).collect();
+    remote.sort();
+    local_norm.sort();
+    assert_eq!(remote, local_norm);
+    // Findings are there to query.
+    let f = run(&["sink", "query", "findings", "--db", s.db.to_str().unwrap()], dir);
+    assert!(String::from_utf8_lossy(&f.stdout).contains("sensitive_data"), "no findings stored");
+
+    // An acknowledgement lost (the agent died before recording it): the spool sends its
+    // last batches again, and the sink keeps one copy.
+    std::fs::write(dir.join("state-a1/spool/127.0.0.1/acked"), "0\n").unwrap();
+    let (_, e) = replay(dir, &cfg1, &empty_pcap(dir), 30);
+    assert!(e.contains("0 left in the spool"), "{e}");
+    let (records, dups) = stored(&s.db, "a1");
+    assert_eq!(records, n1 as u64, "no record stored twice");
+    assert!(dups > 0, "the resent batch was seen as duplicates");
+}
+
+#[test]
+fn records_wait_in_the_spool_while_the_sink_is_down() {
+    let t = tempfile::tempdir().unwrap();
+    let dir = t.path();
+    let c = certs(dir, "pki", "localhost,127.0.0.1", &["a1"], &[]);
+    // A port nobody listens on yet.
+    let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+    let cfg = agent_config(dir, "a1", &c, Some("a1"), &format!("https://127.0.0.1:{port}"), "");
+    // The agent stops with everything spooled (the sink is down)...
+    let (n, e) = replay(dir, &cfg, &pcap("api-keepalive.pcap"), 1);
+    assert!(e.contains(&format!("0 records delivered, {n} left in the spool")), "{e}");
+    // ... is started again, and while it waits the sink comes up: all arrives, once.
+    let d = dir.to_path_buf();
+    let (cfg2, empty) = (cfg.clone(), empty_pcap(dir));
+    let h = std::thread::spawn(move || replay(&d, &cfg2, &empty, 60));
+    std::thread::sleep(Duration::from_millis(1500));
+    let s = sink(dir, &c, &dir.join("sink.db"), port);
+    let (_, e) = h.join().unwrap();
+    assert!(e.contains(&format!("{n} records delivered, 0 left in the spool")), "{e}");
+    assert_eq!(stored(&s.db, "a1"), (n as u64, 0));
+
+    // The sink is killed in the middle and started again: nothing lost, nothing twice.
+    drop(s);
+    let d = dir.to_path_buf();
+    let cfg3 = cfg.clone();
+    let h = std::thread::spawn(move || replay(&d, &cfg3, &pcap("api-keepalive.pcap"), 60));
+    std::thread::sleep(Duration::from_millis(800));
+    let s = sink(dir, &c, &dir.join("sink.db"), port);
+    let (m, _) = h.join().unwrap();
+    assert_eq!(stored(&s.db, "a1"), ((n + m) as u64, 0));
+}
+
+#[test]
+fn the_sink_refuses_agents_without_a_good_certificate() {
+    let t = tempfile::tempdir().unwrap();
+    let dir = t.path();
+    let c = certs(dir, "pki", "localhost,127.0.0.1", &["good"], &["old"]);
+    let other = certs(dir, "other", "localhost", &["stranger"], &[]);
+    let s = sink(dir, &c, &dir.join("sink.db"), 0);
+    let url = format!("https://127.0.0.1:{}", s.port);
+    let file = pcap("any-device.pcap");
+    // No certificate, an expired one, one from another CA.
+    let none = agent_config(dir, "none", &c, None, &url, "");
+    let old = agent_config(dir, "old", &c, Some("old"), &url, "");
+    let stranger = agent_config(dir, "stranger", &c, None, &url, "");
+    let mut s2 = std::fs::read_to_string(&stranger).unwrap();
+    s2.push_str(&format!(
+        "client_cert = {:?}\nclient_key = {:?}\n",
+        other.join("agent-stranger.pem"),
+        other.join("agent-stranger-key.pem")
+    ));
+    std::fs::write(&stranger, s2).unwrap();
+    for (cfg, why) in [(&none, "CertificateRequired"), (&old, "CertificateExpired"), (&stranger, "")] {
+        let (n, e) = replay(dir, cfg, &file, 2);
+        assert!(e.contains(&format!("0 records delivered, {n} left in the spool")), "{}: {e}", cfg.display());
+        assert!(e.contains("the sink refused the handshake") && e.contains(why), "{}: {e}", cfg.display());
+    }
+    let agents = run(&["sink", "query", "agents", "--db", s.db.to_str().unwrap(), "--json"], dir);
+    assert!(agents.stdout.is_empty(), "nothing stored: {}", String::from_utf8_lossy(&agents.stdout));
+
+    // Plain HTTP to the TLS port gets no HTTP answer.
+    let mut tcp = std::net::TcpStream::connect(("127.0.0.1", s.port)).unwrap();
+    tcp.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+    tcp.write_all(b"POST /v1/records HTTP/1.1\r\nHost: x\r\nContent-Length: 2\r\n\r\n{}").unwrap();
+    let mut got = Vec::new();
+    let _ = tcp.read_to_end(&mut got);
+    assert!(!String::from_utf8_lossy(&got).contains("HTTP/1.1 2"), "{:?}", String::from_utf8_lossy(&got));
+
+    // The good agent gets through.
+    let good = agent_config(dir, "good", &c, Some("good"), &url, "");
+    let (n, e) = replay(dir, &good, &file, 30);
+    assert!(e.contains(&format!("{n} records delivered")), "{e}");
+    assert_eq!(stored(&s.db, "good"), (n as u64, 0));
+}
+
+#[test]
+fn the_agent_refuses_a_sink_with_the_wrong_name_or_pin() {
+    let t = tempfile::tempdir().unwrap();
+    let dir = t.path();
+    // This sink's certificate names sink.example only.
+    let c = certs(dir, "pki", "sink.example", &["a1"], &[]);
+    let s = sink(dir, &c, &dir.join("sink.db"), 0);
+    let file = pcap("any-device.pcap");
+    let wrong = agent_config(dir, "wrong", &c, Some("a1"), &format!("https://127.0.0.1:{}", s.port), "");
+    let (n, e) = replay(dir, &wrong, &file, 2);
+    assert!(e.contains(&format!("0 records delivered, {n} left")), "{e}");
+    assert!(e.contains("not valid for the name in the URL"), "{e}");
+    // Right name and CA, but a pinned fingerprint that is not the sink's.
+    let c2 = certs(dir, "pki2", "localhost,127.0.0.1", &["a1"], &[]);
+    let s2 = sink(dir, &c2, &dir.join("sink2.db"), 0);
+    let url = format!("https://127.0.0.1:{}", s2.port);
+    let pinned = agent_config(dir, "pinned", &c2, Some("a1"), &url, &format!("pin_sha256 = [{:?}]", "ab".repeat(32)));
+    let (n, e) = replay(dir, &pinned, &file, 2);
+    assert!(e.contains(&format!("0 records delivered, {n} left")), "{e}");
+    assert!(e.contains("is not one of the pinned ones"), "{e}");
+    // The right pin: delivered.
+    let fp = apiwatch::tls::fingerprint(&apiwatch::tls::load_certs(&c2.join("sink.pem")).unwrap()[0]);
+    let right = agent_config(dir, "right", &c2, Some("a1"), &url, &format!("pin_sha256 = [{fp:?}]"));
+    let (n, e) = replay(dir, &right, &file, 30);
+    assert!(e.contains(&format!("{n} records delivered")), "{e}");
+    drop(s);
+}
