@@ -655,6 +655,33 @@ mod tests {
     }
 
     #[test]
+    fn example_outputs_parse_and_are_checked() {
+        // The commented [[outputs]] example, uncommented: every key is real, and the
+        // problems found are only the files that do not exist here.
+        let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("../packaging/apiwatch.toml");
+        let text = std::fs::read_to_string(path).unwrap();
+        let start = text.find("# [[outputs]]").expect("the example is there");
+        let block: String = text[start..]
+            .lines()
+            .take_while(|l| l.starts_with('#'))
+            .filter_map(|l| l.strip_prefix("# "))
+            .filter(|l| !l.starts_with('#'))
+            .map(|l| format!("{l}\n"))
+            .collect();
+        let c = Config::parse(&block).unwrap_or_else(|e| panic!("{e:?}\n{block}"));
+        assert_eq!(c.outputs.len(), 1);
+        let keys: Vec<String> = c.validate(false).into_iter().map(|p| p.key).collect();
+        assert_eq!(keys, ["outputs[0].ca_file", "outputs[0].client_cert", "outputs[0].client_key"]);
+        // And what a bad one says.
+        let bad = Config::parse(
+            "[[outputs]]\ntype = \"kafka\"\nurl = \"http://x\"\nkinds = [\"flows\"]\nbatch_records = 0\n",
+        )
+        .unwrap();
+        let keys: Vec<String> = bad.validate(false).into_iter().map(|p| p.key).collect();
+        assert_eq!(keys, ["outputs[0].type", "outputs[0].url", "outputs[0].kinds", "outputs[0].batch_records"]);
+    }
+
+    #[test]
     fn unknown_keys_are_named() {
         let e = Config::parse("[capture]\ninterfaces = [\"eth0\"]\nprots = [80]\n").unwrap_err();
         assert_eq!(e[0].key, "capture.prots");

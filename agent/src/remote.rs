@@ -207,7 +207,12 @@ struct Shared {
     sealed_at: Mutex<std::collections::VecDeque<(u64, Instant)>>,
     /// Why the last delivery failed (empty once one succeeds).
     last_error: Mutex<String>,
+    /// Delivery latency of each batch (µs, from sealing to the sink's answer), the first
+    /// MAX_LATENCIES of a run.
+    latencies: Mutex<Vec<u32>>,
 }
+
+const MAX_LATENCIES: usize = 100_000;
 
 pub struct Remote {
     pub name: String,
@@ -235,6 +240,9 @@ pub struct RemoteReport {
     pub rejected: u64,
     /// Why delivery failed last, if the last attempt failed.
     pub last_error: Option<String>,
+    /// Delivery latency of batches sealed in this run (sealing to the sink's answer): p50
+    /// and p99, in milliseconds, and how many batches.
+    pub latency_ms: Option<(f64, f64, usize)>,
 }
 
 impl Remote {
@@ -268,6 +276,7 @@ impl Remote {
             stop: AtomicBool::new(false),
             sealed_at: Mutex::new(Default::default()),
             last_error: Mutex::new(String::new()),
+            latencies: Mutex::new(Vec::new()),
         });
         let sender = {
             let (shared, name, timeout) = (shared.clone(), name.clone(), Duration::from_secs(cfg.timeout_secs));
@@ -439,6 +448,12 @@ impl Remote {
             rejected: c.rejected.load(Ordering::Relaxed),
             last_error: Some(self.shared.last_error.lock().unwrap_or_else(|e| e.into_inner()).clone())
                 .filter(|e| !e.is_empty()),
+            latency_ms: {
+                let mut l = self.shared.latencies.lock().unwrap_or_else(|e| e.into_inner()).clone();
+                l.sort_unstable();
+                let q = |p: f64| l[((l.len() - 1) as f64 * p).round() as usize] as f64 / 1000.0;
+                (!l.is_empty()).then(|| (q(0.5), q(0.99), l.len()))
+            },
         })
     }
 }
@@ -512,7 +527,12 @@ fn sender(shared: Arc<Shared>, name: String, ep: Endpoint, tls: Arc<rustls::Clie
                         }
                         if s.front().is_some_and(|(f, _)| *f == batch.first_seq) {
                             if let Some((_, t)) = s.pop_front() {
-                                c.last_latency_us.store(t.elapsed().as_micros() as u64, Ordering::Relaxed);
+                                let us = t.elapsed().as_micros() as u64;
+                                c.last_latency_us.store(us, Ordering::Relaxed);
+                                let mut l = shared.latencies.lock().unwrap_or_else(|e| e.into_inner());
+                                if l.len() < MAX_LATENCIES {
+                                    l.push(us.min(u32::MAX as u64) as u32);
+                                }
                             }
                         }
                     }

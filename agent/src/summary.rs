@@ -98,6 +98,9 @@ pub fn render(r: &ReplayReport) -> String {
             "  output {} ({}): {} records delivered, {} left in the spool, {} dropped (spool full), {} refused by the sink",
             x.name, x.url, x.sent, x.pending, x.dropped, x.rejected
         );
+        if let Some((p50, p99, n)) = x.latency_ms {
+            let _ = writeln!(o, "    delivery latency over {n} batches: p50 {p50:.1} ms, p99 {p99:.1} ms");
+        }
         if let Some(e) = &x.last_error {
             let _ = writeln!(o, "    last delivery error: {e}");
         }

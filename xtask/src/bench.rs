@@ -30,6 +30,16 @@ pub fn run(root: &Path, args: &[String]) -> Result<()> {
     if args.first().map(String::as_str) == Some("live") {
         return live(root, quick);
     }
+    if args.first().map(String::as_str) == Some("ship") {
+        // The small-calls capture of the replay benchmark: one record per transaction.
+        let target_mb: u64 = if quick { 80 } else { 520 };
+        let small = cache_dir().join(format!("small-{target_mb}.pcap"));
+        if !small.exists() {
+            std::fs::create_dir_all(cache_dir())?;
+            make_capture(&small, target_mb << 20, false).with_context(|| format!("making {}", small.display()))?;
+        }
+        return crate::ship_bench::run(&release_binary(root)?, &small);
+    }
     if matches!(args.first().map(String::as_str), Some("inventory" | "classify")) {
         if cfg!(debug_assertions) {
             // Measure optimized code: run this benchmark from a release build of xtask.

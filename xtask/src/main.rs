@@ -11,6 +11,7 @@ mod capture;
 mod classify_quality;
 mod damage;
 mod quality;
+mod ship_bench;
 
 use anyhow::{bail, Context, Result};
 use std::path::{Path, PathBuf};

@@ -445,3 +445,13 @@ fn rfc3339(secs: i64) -> String {
         .and_then(|t| t.format(&time::format_description::well_known::Rfc3339).ok())
         .unwrap_or_else(|| secs.to_string())
 }
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn example_sink_config_has_only_real_keys() {
+        let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../packaging/sink.toml");
+        let c: super::SinkConfig = toml::from_str(&std::fs::read_to_string(path).unwrap()).expect("parses");
+        assert_eq!((c.backend.as_str(), c.retention_days), ("sqlite", 30));
+    }
+}

@@ -1,5 +1,6 @@
-//! The sink's store: SQLite (WAL), one row per record, keyed by (agent, stream, seq) so
-//! that a batch delivered twice is stored once. Schema versions are applied in order at
+//! The sink's store: SQLite (WAL), one row per record, unique by (agent, stream, seq) so
+//! that a batch delivered twice is stored once. (A rowid table with a unique index: records
+//! are around a kilobyte, too large for a WITHOUT ROWID table to pay.) Schema versions are applied in order at
 //! opening (`PRAGMA user_version`).
 
 use anyhow::{Context, Result};
@@ -10,7 +11,8 @@ use std::path::Path;
 const MIGRATIONS: &[&str] = &[
     // 1: agents and records.
     "CREATE TABLE agents (
-         name TEXT PRIMARY KEY,
+         id INTEGER PRIMARY KEY,
+         name TEXT NOT NULL UNIQUE,
          fingerprint TEXT NOT NULL,
          first_seen INTEGER NOT NULL,
          last_seen INTEGER NOT NULL,
@@ -19,17 +21,17 @@ const MIGRATIONS: &[&str] = &[
          last_addr TEXT NOT NULL DEFAULT ''
      );
      CREATE TABLE records (
-         agent TEXT NOT NULL,
+         id INTEGER PRIMARY KEY,
+         agent INTEGER NOT NULL REFERENCES agents (id),
          stream INTEGER NOT NULL,
          seq INTEGER NOT NULL,
          kind TEXT NOT NULL,
          ts TEXT,
          received INTEGER NOT NULL,
          body TEXT NOT NULL,
-         PRIMARY KEY (agent, stream, seq)
-     ) WITHOUT ROWID;
-     CREATE INDEX records_kind ON records (kind, received);
-     CREATE INDEX records_received ON records (received);",
+         UNIQUE (agent, stream, seq)
+     );
+     CREATE INDEX records_kind ON records (kind);",
 ];
 
 pub struct Store {
@@ -58,6 +60,7 @@ impl Store {
         let db = Connection::open(path).with_context(|| format!("cannot open the database {}", path.display()))?;
         db.pragma_update(None, "journal_mode", "WAL")?;
         db.pragma_update(None, "synchronous", "NORMAL")?;
+        db.pragma_update(None, "cache_size", -65536)?;
         db.busy_timeout(std::time::Duration::from_secs(10))?;
         let version: i64 = db.pragma_query_value(None, "user_version", |r| r.get(0))?;
         if version as usize > MIGRATIONS.len() {
@@ -86,6 +89,12 @@ impl Store {
         now: i64,
     ) -> Result<(u64, u64)> {
         let tx = self.db.transaction()?;
+        tx.execute(
+            "INSERT INTO agents (name, fingerprint, first_seen, last_seen, last_addr) VALUES (?1, ?2, ?3, ?3, ?4)
+             ON CONFLICT (name) DO UPDATE SET fingerprint = ?2, last_seen = ?3, last_addr = ?4",
+            params![from.agent, from.fingerprint, now, from.addr],
+        )?;
+        let agent: i64 = tx.query_row("SELECT id FROM agents WHERE name = ?1", params![from.agent], |r| r.get(0))?;
         let mut stored = 0;
         {
             let mut ins = tx.prepare_cached(
@@ -93,7 +102,7 @@ impl Store {
             )?;
             for (i, r) in records.iter().enumerate() {
                 stored += ins.execute(params![
-                    from.agent,
+                    agent,
                     stream as i64,
                     (first_seq + i as u64) as i64,
                     r.kind,
@@ -105,11 +114,8 @@ impl Store {
         }
         let dups = records.len() as u64 - stored;
         tx.execute(
-            "INSERT INTO agents (name, fingerprint, first_seen, last_seen, records, duplicates, last_addr)
-             VALUES (?1, ?2, ?3, ?3, ?4, ?5, ?6)
-             ON CONFLICT (name) DO UPDATE SET fingerprint = ?2, last_seen = ?3, records = records + ?4,
-                 duplicates = duplicates + ?5, last_addr = ?6",
-            params![from.agent, from.fingerprint, now, stored as i64, dups as i64, from.addr],
+            "UPDATE agents SET records = records + ?2, duplicates = duplicates + ?3 WHERE id = ?1",
+            params![agent, stored as i64, dups as i64],
         )?;
         tx.commit()?;
         Ok((stored, dups))
@@ -117,7 +123,16 @@ impl Store {
 
     /// Records received before `before` (unix seconds) are deleted; returns how many.
     pub fn expire(&mut self, before: i64) -> Result<u64> {
-        Ok(self.db.execute("DELETE FROM records WHERE received < ?1", params![before])? as u64)
+        // Rows are stored in the order received: the first one young enough bounds the
+        // deletion, found from the oldest end without an index on `received`.
+        let keep: Option<i64> = self
+            .db
+            .query_row("SELECT id FROM records WHERE received >= ?1 ORDER BY id LIMIT 1", params![before], |r| r.get(0))
+            .optional()?;
+        Ok(match keep {
+            Some(id) => self.db.execute("DELETE FROM records WHERE id < ?1", params![id])?,
+            None => self.db.execute("DELETE FROM records", [])?,
+        } as u64)
     }
 
     pub fn agents(&self) -> Result<Vec<serde_json::Value>> {
@@ -146,21 +161,21 @@ impl Store {
         since: Option<i64>,
         limit: usize,
     ) -> Result<Vec<(String, String)>> {
-        let mut sql = String::from("SELECT agent, body FROM records WHERE 1 = 1");
+        let mut sql = String::from("SELECT a.name, r.body FROM records r JOIN agents a ON a.id = r.agent WHERE 1 = 1");
         let mut args: Vec<rusqlite::types::Value> = Vec::new();
         if !kinds.is_empty() {
-            sql.push_str(&format!(" AND kind IN ({})", vec!["?"; kinds.len()].join(", ")));
+            sql.push_str(&format!(" AND r.kind IN ({})", vec!["?"; kinds.len()].join(", ")));
             args.extend(kinds.iter().map(|k| rusqlite::types::Value::Text(k.to_string())));
         }
         if let Some(a) = agent {
-            sql.push_str(" AND agent = ?");
+            sql.push_str(" AND a.name = ?");
             args.push(rusqlite::types::Value::Text(a.to_string()));
         }
         if let Some(s) = since {
-            sql.push_str(" AND received >= ?");
+            sql.push_str(" AND r.received >= ?");
             args.push(rusqlite::types::Value::Integer(s));
         }
-        sql.push_str(" ORDER BY received, agent, stream, seq LIMIT ?");
+        sql.push_str(" ORDER BY r.id LIMIT ?");
         args.push(rusqlite::types::Value::Integer(limit.min(i64::MAX as usize) as i64));
         let mut q = self.db.prepare(&sql)?;
         let rows = q.query_map(rusqlite::params_from_iter(args), |r| Ok((r.get(0)?, r.get(1)?)))?;
@@ -170,7 +185,11 @@ impl Store {
     /// (records, distinct (agent, stream, seq)) per agent: equal unless something is wrong.
     pub fn count(&self, agent: Option<&str>) -> Result<u64> {
         let n: i64 = match agent {
-            Some(a) => self.db.query_row("SELECT COUNT(*) FROM records WHERE agent = ?1", params![a], |r| r.get(0))?,
+            Some(a) => self.db.query_row(
+                "SELECT COUNT(*) FROM records r JOIN agents a ON a.id = r.agent WHERE a.name = ?1",
+                params![a],
+                |r| r.get(0),
+            )?,
             None => self.db.query_row("SELECT COUNT(*) FROM records", [], |r| r.get(0))?,
         };
         Ok(n as u64)
