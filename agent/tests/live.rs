@@ -86,13 +86,58 @@ struct Capturing {
 }
 
 fn capturing(l: &Lab, backend: &str, ports: &[u16]) -> Capturing {
+    capturing_with(l, backend, ports, |_| String::new())
+}
+
+/// The same, with more configuration (made knowing the directory) after the rest.
+fn capturing_with(l: &Lab, backend: &str, ports: &[u16], extra: impl FnOnce(&Path) -> String) -> Capturing {
     let dir = tempfile::tempdir().unwrap();
     let out = dir.path().join("out.jsonl");
     let cfg = config_for(dir.path(), l, backend, ports, &out);
+    let more = extra(dir.path());
+    let mut text = std::fs::read_to_string(&cfg).unwrap();
+    text.push_str(&more);
+    std::fs::write(&cfg, text).unwrap();
     let (apiwatch, log) = start(l, &cfg);
     wait_for(&log, "capturing");
     std::thread::sleep(Duration::from_millis(300));
     Capturing { dir, out, apiwatch, log }
+}
+
+/// `apiwatch sink` in the server's namespace on its loopback, with certificates made in
+/// `pki` for it and for an agent named `live`; (process, port).
+fn start_sink(l: &Lab, pki: &Path) -> (Proc, u16) {
+    let bin = env!("CARGO_BIN_EXE_apiwatch");
+    let c = Command::new(bin)
+        .args(["sink", "certs", "--sink-name", "127.0.0.1", "--agent", "live", "--out"])
+        .arg(pki)
+        .output()
+        .unwrap();
+    assert!(c.status.success(), "{}", String::from_utf8_lossy(&c.stderr));
+    let cfg = pki.join("sink.toml");
+    std::fs::write(
+        &cfg,
+        format!(
+            "listen = \"127.0.0.1:0\"\ncert = {:?}\nkey = {:?}\nclient_ca = {:?}\ndatabase = {:?}\n",
+            pki.join("sink.pem"),
+            pki.join("sink-key.pem"),
+            pki.join("ca.pem"),
+            pki.join("sink.db")
+        ),
+    )
+    .unwrap();
+    let mut child = l
+        .cmd(&l.srv, bin)
+        .args(["sink", "--config"])
+        .arg(&cfg)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let mut line = String::new();
+    BufReader::new(child.stdout.take().unwrap()).read_line(&mut line).unwrap();
+    let port = line.trim().rsplit(':').next().and_then(|p| p.parse().ok()).unwrap_or_else(|| panic!("sink: {line:?}"));
+    (Proc(child), port)
 }
 
 /// The test API server's base URL.
@@ -310,7 +355,18 @@ fn run_and_check(backend: &str) {
     let _serial = if backend == "ebpf" { Some(EBPF_TESTS.lock().unwrap_or_else(|e| e.into_inner())) } else { None };
     let Some(l) = lab_or_skip() else { return };
     let _srv = api_server(&l);
-    let Capturing { dir, out, mut apiwatch, log: _ } = capturing(&l, backend, &[8080]);
+    // A sink in the server's namespace, which the daemon ships its findings to.
+    let pki = tempfile::tempdir().unwrap();
+    let sink = start_sink(&l, pki.path());
+    let Capturing { dir, out, mut apiwatch, log: _ } = capturing_with(&l, backend, &[8080], |_| {
+        format!(
+            "\n[[outputs]]\ntype = \"https\"\nurl = \"https://127.0.0.1:{}\"\nca_file = {:?}\nclient_cert = {:?}\nclient_key = {:?}\nbatch_wait_ms = 200\n",
+            sink.1,
+            pki.path().join("ca.pem"),
+            pki.path().join("agent-live.pem"),
+            pki.path().join("agent-live-key.pem")
+        )
+    });
     let base = base();
     if backend == "ebpf" {
         if let Some(n) = loaded_capture_programs() {
@@ -336,6 +392,7 @@ fn run_and_check(backend: &str) {
     assert!(metrics.contains("apiwatch_http_transactions_total{interface="), "{metrics}");
     assert!(metrics.contains("apiwatch_capture_drops_total{"), "{metrics}");
     assert!(metrics.contains("\napiwatch_output_lag_microseconds "), "{metrics}");
+    assert!(metrics.contains("apiwatch_remote_sent_records_total{output=\"127.0.0.1\"}"), "{metrics}");
     // Bytes on the wire as captured, against the interface's own counters: the only other
     // traffic on the link is neighbour discovery, a few hundred bytes.
     let wire = metric_value(&metrics, "apiwatch_packets_wire_bytes_total");
@@ -354,6 +411,24 @@ fn run_and_check(backend: &str) {
     eprintln!("{backend}: stopped {took:?} after SIGTERM");
     assert_eq!(records(&out), did, "the records are exactly the requests the client made");
     check_inventory(&out, &dir.path().join("state"));
+    // What the daemon wrote of the kinds it ships (all but transactions) is in the sink,
+    // once, sent by the agent its certificate names.
+    let text = std::fs::read_to_string(&out).unwrap();
+    let shipped = text.lines().filter(|l| !l.starts_with("{\"kind\":\"transaction\"")).count();
+    assert!(shipped > 0, "inventory records were written");
+    let q = Command::new(env!("CARGO_BIN_EXE_apiwatch"))
+        .args(["sink", "query", "agents", "--json", "--db"])
+        .arg(pki.path().join("sink.db"))
+        .output()
+        .unwrap();
+    let agents = String::from_utf8_lossy(&q.stdout);
+    let a: serde_json::Value = serde_json::from_str(agents.trim()).unwrap_or_else(|e| panic!("{e}: {agents}"));
+    assert_eq!(
+        (a["agent"].as_str(), a["records"].as_u64(), a["duplicates"].as_u64()),
+        (Some("live"), Some(shipped as u64), Some(0)),
+        "{agents}"
+    );
+    drop(sink);
     if backend == "ebpf" {
         // Nothing outlives the process: no program loaded, no tc filter or qdisc left.
         match loaded_capture_programs() {

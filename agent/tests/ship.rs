@@ -50,11 +50,16 @@ impl Drop for Sink {
 
 /// Start a sink with the certificates in `certs`, on `port` (0: any), storing in `db`.
 fn sink(dir: &Path, certs: &Path, db: &Path, port: u16) -> Sink {
+    sink_in(dir, certs, db, "127.0.0.1", port, None)
+}
+
+/// The same, listening on `addr`, inside the network namespace `ns` if given.
+fn sink_in(dir: &Path, certs: &Path, db: &Path, addr: &str, port: u16, ns: Option<&apiwatch_testlab::Lab>) -> Sink {
     let cfg = dir.join(format!("sink-{}.toml", db.file_stem().unwrap().to_string_lossy()));
     std::fs::write(
         &cfg,
         format!(
-            "listen = \"127.0.0.1:{port}\"\ncert = {:?}\nkey = {:?}\nclient_ca = {:?}\ndatabase = {:?}\n",
+            "listen = \"{addr}:{port}\"\ncert = {:?}\nkey = {:?}\nclient_ca = {:?}\ndatabase = {:?}\n",
             certs.join("sink.pem"),
             certs.join("sink-key.pem"),
             certs.join("ca.pem"),
@@ -62,12 +67,19 @@ fn sink(dir: &Path, certs: &Path, db: &Path, port: u16) -> Sink {
         ),
     )
     .unwrap();
-    let mut child = Command::new(bin())
-        .args(["sink", "--config", cfg.to_str().unwrap()])
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
+    let mut cmd = match ns {
+        Some(l) => {
+            let mut c = l.cmd(&l.srv, bin());
+            c.args(["sink", "--config", cfg.to_str().unwrap()]);
+            c
+        }
+        None => {
+            let mut c = Command::new(bin());
+            c.args(["sink", "--config", cfg.to_str().unwrap()]);
+            c
+        }
+    };
+    let mut child = cmd.stdout(Stdio::piped()).stderr(Stdio::null()).spawn().unwrap();
     let mut line = String::new();
     BufReader::new(child.stdout.take().unwrap()).read_line(&mut line).unwrap();
     let port =
@@ -96,14 +108,22 @@ fn agent_config(dir: &Path, name: &str, certs: &Path, agent_cert: Option<&str>, 
 
 /// `apiwatch replay --config CFG FILE`: (records written locally, stderr).
 fn replay(dir: &Path, cfg: &Path, file: &Path, drain: u64) -> (usize, String) {
+    replay_in(dir, cfg, file, drain, None)
+}
+
+/// The same, inside the lab's client namespace if given.
+fn replay_in(dir: &Path, cfg: &Path, file: &Path, drain: u64, ns: Option<&apiwatch_testlab::Lab>) -> (usize, String) {
     let out = dir.join(format!("{}.jsonl", cfg.file_stem().unwrap().to_string_lossy()));
-    let o = Command::new(bin())
-        .args(["replay", "--config", cfg.to_str().unwrap(), "-o", out.to_str().unwrap()])
-        .args(["--drain-timeout", &drain.to_string()])
-        .arg(file)
-        .current_dir(dir)
-        .output()
-        .unwrap();
+    let o = match ns {
+        Some(l) => l.cmd(&l.cli, bin()),
+        None => Command::new(bin()),
+    }
+    .args(["replay", "--config", cfg.to_str().unwrap(), "-o", out.to_str().unwrap()])
+    .args(["--drain-timeout", &drain.to_string()])
+    .arg(file)
+    .current_dir(dir)
+    .output()
+    .unwrap();
     let err = String::from_utf8_lossy(&o.stderr).to_string();
     assert!(o.status.success(), "replay failed: {err}");
     (std::fs::read_to_string(out).unwrap().lines().count(), err)
@@ -289,4 +309,53 @@ fn the_agent_refuses_a_sink_with_the_wrong_name_or_pin() {
     let (n, e) = replay(dir, &right, &file, 30);
     assert!(e.contains(&format!("{n} records delivered")), "{e}");
     drop(s);
+}
+
+fn ci() -> bool {
+    std::env::var("CI").map(|v| v == "true").unwrap_or(false)
+}
+
+#[test]
+fn a_cut_network_path_loses_nothing() {
+    // Agent and sink in two network namespaces joined by a veth pair, which goes down
+    // while the agent ships.
+    if let Err(why) = apiwatch_testlab::available() {
+        assert!(!ci(), "this test cannot run under CI=true: {why}");
+        eprintln!("SKIPPED: {why}");
+        return;
+    }
+    let lab = apiwatch_testlab::Lab::new().unwrap();
+    let t = tempfile::tempdir().unwrap();
+    let dir = t.path();
+    let c = certs(dir, "pki", &format!("localhost,{}", apiwatch_testlab::SRV4), &["a1"], &[]);
+    let s = sink_in(dir, &c, &dir.join("sink.db"), apiwatch_testlab::SRV4, 0, Some(&lab));
+    let url = format!("https://{}:{}", apiwatch_testlab::SRV4, s.port);
+    let cfg = agent_config(dir, "a1", &c, Some("a1"), &url, "timeout_secs = 2");
+    // Delivered while the path is up: the agent's connection stays open afterwards...
+    let (n1, e) = replay_in(dir, &cfg, &pcap("api-keepalive.pcap"), 30, Some(&lab));
+    assert!(e.contains(&format!("{n1} records delivered, 0 left")), "{e}");
+    // ... and is cut: the next records wait in the spool while the agent retries.
+    lab.set_link(false).unwrap();
+    let (d, cfg2, cli_ns) = (dir.to_path_buf(), cfg.clone(), lab.cli.clone());
+    let h = std::thread::spawn(move || {
+        let o = Command::new("ip")
+            .args(["netns", "exec", &cli_ns, bin(), "replay", "--config", cfg2.to_str().unwrap(), "-o", "/dev/null"])
+            .args(["--drain-timeout", "60"])
+            .arg(pcap("api-keepalive.pcap"))
+            .current_dir(&d)
+            .output()
+            .unwrap();
+        String::from_utf8_lossy(&o.stderr).to_string()
+    });
+    std::thread::sleep(Duration::from_secs(4));
+    lab.set_link(true).unwrap();
+    let e = h.join().unwrap();
+    // The second run writes fewer records (its endpoints are known from the first).
+    let written: u64 = e
+        .lines()
+        .find_map(|l| l.split("records written ").nth(1).and_then(|r| r.split(',').next()).and_then(|n| n.parse().ok()))
+        .expect("summary");
+    assert!(e.contains(&format!("{written} records delivered, 0 left in the spool")), "{e}");
+    assert!(e.contains("delivery latency"), "{e}");
+    assert_eq!(stored(&s.db, "a1"), (n1 as u64 + written, 0));
 }

@@ -157,6 +157,16 @@ impl Lab {
         Ok(())
     }
 
+    /// Take both ends of the veth pair down (the path is cut: packets vanish, connections
+    /// hang) or up again (addresses and routes come back).
+    pub fn set_link(&self, up: bool) -> Result<()> {
+        let state = if up { "up" } else { "down" };
+        for (ns, dev) in [(&self.cli, &self.cli_if), (&self.srv, &self.srv_if)] {
+            ip(&["-n", ns, "link", "set", dev, state])?;
+        }
+        Ok(())
+    }
+
     /// A command run inside namespace `ns`.
     pub fn cmd(&self, ns: &str, program: &str) -> Command {
         let mut c = Command::new("ip");
