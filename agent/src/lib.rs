@@ -7,6 +7,7 @@ pub mod ebpf;
 pub mod engine;
 pub mod inventory;
 pub mod live;
+pub mod ocsf;
 pub mod output;
 pub mod privileges;
 pub mod remote;

@@ -63,6 +63,9 @@ pub struct RemoteConfig {
     /// `gzip` or `none`.
     #[serde(default = "d_compression")]
     pub compression: String,
+    /// `native` (our records) or `ocsf` (OCSF 1.3.0: Detection Finding, HTTP Activity).
+    #[serde(default = "d_format")]
+    pub format: String,
     #[serde(default = "d_timeout")]
     pub timeout_secs: u64,
 }
@@ -81,6 +84,9 @@ fn d_batch_wait_ms() -> u64 {
 }
 fn d_compression() -> String {
     "gzip".into()
+}
+fn d_format() -> String {
+    "native".into()
 }
 fn d_timeout() -> u64 {
     10
@@ -162,6 +168,15 @@ impl RemoteConfig {
                 p("kinds", format!("{k:?} is not a record kind ({})", KINDS.join(", ")));
             }
         }
+        if !matches!(self.format.as_str(), "native" | "ocsf") {
+            p("format", format!("{:?}: native or ocsf", self.format));
+        } else if self.format == "ocsf" {
+            for k in self.kinds.iter().flatten() {
+                if KINDS.contains(&k.as_str()) && !crate::ocsf::KINDS.contains(&k.as_str()) {
+                    p("kinds", format!("{k:?} records have no OCSF class: leave them out of an ocsf output"));
+                }
+            }
+        }
         if !matches!(self.compression.as_str(), "gzip" | "none") {
             p("compression", format!("{:?}: gzip or none", self.compression));
         }
@@ -219,6 +234,7 @@ pub struct Remote {
     url: String,
     kinds: Vec<String>,
     gzip: bool,
+    ocsf: bool,
     batch_records: u32,
     batch_bytes: usize,
     batch_wait: Duration,
@@ -287,11 +303,16 @@ impl Remote {
         let r = Remote {
             name,
             url: cfg.url.clone(),
-            kinds: cfg
-                .kinds
-                .clone()
-                .unwrap_or_else(|| KINDS.iter().filter(|k| **k != "transaction").map(|k| k.to_string()).collect()),
+            kinds: cfg.kinds.clone().unwrap_or_else(|| {
+                let ocsf = cfg.format == "ocsf";
+                KINDS
+                    .iter()
+                    .filter(|k| **k != "transaction" && (!ocsf || crate::ocsf::KINDS.contains(k)))
+                    .map(|k| k.to_string())
+                    .collect()
+            }),
             gzip: cfg.compression == "gzip",
+            ocsf: cfg.format == "ocsf",
             batch_records: cfg.batch_records,
             batch_bytes: cfg.batch_kb << 10,
             batch_wait: Duration::from_millis(cfg.batch_wait_ms),
@@ -342,11 +363,16 @@ impl Remote {
                 continue;
             }
             self.shared.counters.offered.fetch_add(1, Ordering::Relaxed);
-            self.started.get_or_insert_with(Instant::now);
-            self.buf.extend_from_slice(line);
-            if line.last() != Some(&b'\n') {
-                self.buf.push(b'\n');
+            if self.ocsf {
+                let Some(converted) = crate::ocsf::convert(line) else { continue };
+                self.buf.extend_from_slice(&converted);
+            } else {
+                self.buf.extend_from_slice(line);
+                if line.last() != Some(&b'\n') {
+                    self.buf.push(b'\n');
+                }
             }
+            self.started.get_or_insert_with(Instant::now);
             self.n += 1;
             if self.n >= self.batch_records || self.buf.len() >= self.batch_bytes {
                 self.seal()?;

@@ -359,3 +359,46 @@ fn a_cut_network_path_loses_nothing() {
     assert!(e.contains("delivery latency"), "{e}");
     assert_eq!(stored(&s.db, "a1"), (n1 as u64 + written, 0));
 }
+
+#[test]
+fn an_ocsf_output_ships_detection_findings_and_http_activity() {
+    let t = tempfile::tempdir().unwrap();
+    let dir = t.path();
+    let c = certs(dir, "pki", "localhost,127.0.0.1", &["a1"], &[]);
+    let s = sink(dir, &c, &dir.join("sink.db"), 0);
+    let url = format!("https://127.0.0.1:{}", s.port);
+    let cfg = agent_config(dir, "a1", &c, Some("a1"), &url, "format = \"ocsf\"");
+    // An ocsf output refuses kinds OCSF has no class for.
+    let bad = replay_err(dir, &cfg);
+    assert!(bad.contains("outputs[0].kinds") && bad.contains("no OCSF class"), "{bad}");
+    let text = std::fs::read_to_string(&cfg).unwrap().replace(", \"inventory\"", "");
+    std::fs::write(&cfg, text).unwrap();
+    let (n, e) = replay(dir, &cfg, &pcap("api-keepalive.pcap"), 30);
+    let local = std::fs::read_to_string(dir.join("a1.jsonl")).unwrap();
+    let want = local.lines().filter(|l| !l.starts_with("{\"kind\":\"inventory\"")).count();
+    assert!(want > 0 && want < n);
+    assert!(e.contains(&format!("{want} records delivered, 0 left")), "{e}");
+    let o = run(&["sink", "query", "records", "--db", s.db.to_str().unwrap(), "--json"], dir);
+    let events: Vec<serde_json::Value> =
+        String::from_utf8_lossy(&o.stdout).lines().map(|l| serde_json::from_str(l).unwrap()).collect();
+    assert_eq!(events.len(), want);
+    let findings = events.iter().filter(|v| v["class_uid"] == 2004).count();
+    let http = events.iter().filter(|v| v["class_uid"] == 4002).count();
+    assert_eq!(findings + http, want);
+    assert_eq!(findings, local.lines().filter(|l| l.starts_with("{\"kind\":\"sensitive_data\"")).count());
+    assert!(events.iter().all(|v| v["metadata"]["version"] == "1.3.0" && v["time"].is_i64()));
+    let f = run(&["sink", "query", "findings", "--db", s.db.to_str().unwrap(), "--json"], dir);
+    assert_eq!(String::from_utf8_lossy(&f.stdout).lines().count(), findings);
+}
+
+/// What `apiwatch replay --config CFG` says when it refuses to start.
+fn replay_err(dir: &Path, cfg: &Path) -> String {
+    let o = Command::new(bin())
+        .args(["replay", "--config", cfg.to_str().unwrap(), "-o", "/dev/null"])
+        .arg(pcap("any-device.pcap"))
+        .current_dir(dir)
+        .output()
+        .unwrap();
+    assert!(!o.status.success());
+    String::from_utf8_lossy(&o.stderr).to_string()
+}

@@ -236,12 +236,38 @@ fn refuse(counters: &SinkCounters, status: StatusCode, why: String) -> Response<
     answer(status, serde_json::json!({ "error": why }).to_string())
 }
 
+/// What the sink reads of a record: our `kind` and `ts`, or an OCSF event's `class_uid` and
+/// `time` (milliseconds).
 #[derive(Deserialize)]
 struct Head<'a> {
-    #[serde(borrow)]
-    kind: std::borrow::Cow<'a, str>,
+    #[serde(default, borrow)]
+    kind: Option<std::borrow::Cow<'a, str>>,
     #[serde(default, borrow)]
     ts: Option<std::borrow::Cow<'a, str>>,
+    #[serde(default)]
+    class_uid: Option<u32>,
+    #[serde(default)]
+    time: Option<i64>,
+}
+
+impl Head<'_> {
+    /// The kind stored: ours, or `ocsf_<class>` for OCSF events.
+    fn kind(&self) -> Option<String> {
+        match (&self.kind, self.class_uid) {
+            (Some(k), _) if !k.is_empty() => Some(k.to_string()),
+            (_, Some(2004)) => Some("ocsf_detection_finding".into()),
+            (_, Some(4002)) => Some("ocsf_http_activity".into()),
+            (_, Some(c)) => Some(format!("ocsf_{c}")),
+            _ => None,
+        }
+    }
+
+    fn ts(&self) -> Option<String> {
+        self.ts.as_ref().map(|t| t.to_string()).or_else(|| {
+            let t = time::OffsetDateTime::from_unix_timestamp_nanos(self.time? as i128 * 1_000_000).ok()?;
+            t.format(&time::format_description::well_known::Rfc3339).ok()
+        })
+    }
 }
 
 async fn handle(
@@ -312,10 +338,16 @@ async fn handle(
             return refuse(counters, StatusCode::BAD_REQUEST, format!("line {}: not UTF-8", i + 1));
         }
         match serde_json::from_slice::<Head>(line) {
-            Ok(hd) if !hd.kind.is_empty() => {
-                recs.push(((a, z), hd.kind.into_owned(), hd.ts.map(|t| t.into_owned())));
+            Ok(hd) if hd.kind().is_some() => {
+                recs.push(((a, z), hd.kind().unwrap_or_default(), hd.ts()));
             }
-            Ok(_) => return refuse(counters, StatusCode::BAD_REQUEST, format!("line {}: empty kind", i + 1)),
+            Ok(_) => {
+                return refuse(
+                    counters,
+                    StatusCode::BAD_REQUEST,
+                    format!("line {}: a record has a kind (or, in OCSF, a class_uid)", i + 1),
+                )
+            }
             Err(e) => return refuse(counters, StatusCode::BAD_REQUEST, format!("line {}: not a record: {e}", i + 1)),
         }
     }
@@ -400,7 +432,7 @@ pub fn query(
         return Ok(out);
     }
     let kinds: Vec<&str> = match what {
-        "findings" => vec!["sensitive_data", "detection"],
+        "findings" => vec!["sensitive_data", "detection", "ocsf_detection_finding"],
         "inventory" => vec!["inventory"],
         "records" => kinds.iter().map(String::as_str).collect(),
         other => bail!("{other:?}: agents, findings, inventory or records"),
