@@ -2,6 +2,7 @@
 //! capture, output, configuration, the command line) around the pure stages in `crates/`.
 
 pub mod capture;
+pub mod cef;
 pub mod config;
 pub mod ebpf;
 pub mod engine;

@@ -63,9 +63,10 @@ pub struct RemoteConfig {
     /// `gzip` or `none`.
     #[serde(default = "d_compression")]
     pub compression: String,
-    /// `native` (our records) or `ocsf` (OCSF 1.3.0: Detection Finding, HTTP Activity).
-    #[serde(default = "d_format")]
-    pub format: String,
+    /// `native` (our records), `ocsf` (OCSF 1.3.0: Detection Finding, HTTP Activity), or,
+    /// for syslog, `cef` (its default).
+    #[serde(default)]
+    pub format: Option<String>,
     #[serde(default = "d_timeout")]
     pub timeout_secs: u64,
 }
@@ -85,9 +86,6 @@ fn d_batch_wait_ms() -> u64 {
 fn d_compression() -> String {
     "gzip".into()
 }
-fn d_format() -> String {
-    "native".into()
-}
 fn d_timeout() -> u64 {
     10
 }
@@ -101,7 +99,14 @@ pub struct Endpoint {
 }
 
 pub fn parse_url(url: &str) -> Result<Endpoint, String> {
-    let rest = url.strip_prefix("https://").ok_or_else(|| format!("{url:?}: only https:// URLs are accepted"))?;
+    let (rest, default_port) = if let Some(r) = url.strip_prefix("https://") {
+        (r, 443)
+    } else if let Some(r) = url.strip_prefix("tls://") {
+        // Syslog over TLS (RFC 5425).
+        (r, 6514)
+    } else {
+        return Err(format!("{url:?}: https:// (a sink) or tls:// (syslog over TLS) URLs only"));
+    };
     let (authority, path) = match rest.find('/') {
         Some(i) => (&rest[..i], &rest[i..]),
         None => (rest, "/v1/records"),
@@ -121,7 +126,7 @@ pub fn parse_url(url: &str) -> Result<Endpoint, String> {
     }
     let port = match port {
         Some(p) => p.parse::<u16>().map_err(|_| format!("{url:?}: {p:?} is not a port"))?,
-        None => 443,
+        None => default_port,
     };
     Ok(Endpoint {
         host: host.to_string(),
@@ -131,6 +136,11 @@ pub fn parse_url(url: &str) -> Result<Endpoint, String> {
 }
 
 impl RemoteConfig {
+    /// The record format sent: as configured, else `cef` for syslog and `native` for https.
+    pub fn format(&self) -> &str {
+        self.format.as_deref().unwrap_or(if self.kind == "syslog" { "cef" } else { "native" })
+    }
+
     pub fn display_name(&self) -> String {
         self.name.clone().unwrap_or_else(|| parse_url(&self.url).map(|e| e.host).unwrap_or_else(|_| "remote".into()))
     }
@@ -139,11 +149,20 @@ impl RemoteConfig {
         let key = |k: &str| format!("outputs[{i}].{k}");
         let mut v = Vec::new();
         let mut p = |k: &str, m: String| v.push(crate::config::problem(&key(k), m));
-        if self.kind != "https" {
-            p("type", format!("{:?} is not an output type (https)", self.kind));
-        }
-        if let Err(e) = parse_url(&self.url) {
-            p("url", e);
+        let scheme = match self.kind.as_str() {
+            "https" => "https://",
+            "syslog" => "tls://",
+            other => {
+                p("type", format!("{other:?} is not an output type (https, syslog)"));
+                ""
+            }
+        };
+        match parse_url(&self.url) {
+            Err(e) => p("url", e),
+            Ok(_) if !scheme.is_empty() && !self.url.starts_with(scheme) => {
+                p("url", format!("a {} output takes a {scheme} URL", self.kind))
+            }
+            Ok(_) => {}
         }
         if self.client_cert.is_some() != self.client_key.is_some() {
             p("client_cert", "client_cert and client_key go together".into());
@@ -168,9 +187,11 @@ impl RemoteConfig {
                 p("kinds", format!("{k:?} is not a record kind ({})", KINDS.join(", ")));
             }
         }
-        if !matches!(self.format.as_str(), "native" | "ocsf") {
-            p("format", format!("{:?}: native or ocsf", self.format));
-        } else if self.format == "ocsf" {
+        let format = self.format();
+        let formats: &[&str] = if self.kind == "syslog" { &["cef", "native", "ocsf"] } else { &["native", "ocsf"] };
+        if !formats.contains(&format) {
+            p("format", format!("{format:?}: {}", formats.join(", ")));
+        } else if format == "ocsf" {
             for k in self.kinds.iter().flatten() {
                 if KINDS.contains(&k.as_str()) && !crate::ocsf::KINDS.contains(&k.as_str()) {
                     p("kinds", format!("{k:?} records have no OCSF class: leave them out of an ocsf output"));
@@ -229,12 +250,19 @@ struct Shared {
 
 const MAX_LATENCIES: usize = 100_000;
 
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Format {
+    Native,
+    Ocsf,
+    Cef,
+}
+
 pub struct Remote {
     pub name: String,
     url: String,
     kinds: Vec<String>,
     gzip: bool,
-    ocsf: bool,
+    format: Format,
     batch_records: u32,
     batch_bytes: usize,
     batch_wait: Duration,
@@ -296,23 +324,29 @@ impl Remote {
         });
         let sender = {
             let (shared, name, timeout) = (shared.clone(), name.clone(), Duration::from_secs(cfg.timeout_secs));
+            let syslog = cfg.kind == "syslog";
             std::thread::Builder::new()
                 .name(format!("ship-{name}"))
-                .spawn(move || sender(shared, name, ep, Arc::new(client), timeout))?
+                .spawn(move || sender(shared, name, ep, Arc::new(client), timeout, syslog))?
         };
         let r = Remote {
             name,
             url: cfg.url.clone(),
             kinds: cfg.kinds.clone().unwrap_or_else(|| {
-                let ocsf = cfg.format == "ocsf";
+                let ocsf = cfg.format() == "ocsf";
                 KINDS
                     .iter()
                     .filter(|k| **k != "transaction" && (!ocsf || crate::ocsf::KINDS.contains(k)))
                     .map(|k| k.to_string())
                     .collect()
             }),
-            gzip: cfg.compression == "gzip",
-            ocsf: cfg.format == "ocsf",
+            // Syslog sends line by line: its batches stay plain in the spool.
+            gzip: cfg.compression == "gzip" && cfg.kind != "syslog",
+            format: match cfg.format() {
+                "ocsf" => Format::Ocsf,
+                "cef" => Format::Cef,
+                _ => Format::Native,
+            },
             batch_records: cfg.batch_records,
             batch_bytes: cfg.batch_kb << 10,
             batch_wait: Duration::from_millis(cfg.batch_wait_ms),
@@ -363,9 +397,13 @@ impl Remote {
                 continue;
             }
             self.shared.counters.offered.fetch_add(1, Ordering::Relaxed);
-            if self.ocsf {
+            if self.format == Format::Ocsf {
                 let Some(converted) = crate::ocsf::convert(line) else { continue };
                 self.buf.extend_from_slice(&converted);
+            } else if self.format == Format::Cef {
+                // The syslog severity first (one digit), then the CEF line.
+                let Some((cef, sev)) = crate::cef::convert(line) else { continue };
+                self.buf.extend_from_slice(format!("{sev} {cef}\n").as_bytes());
             } else {
                 self.buf.extend_from_slice(line);
                 if line.last() != Some(&b'\n') {
@@ -496,7 +534,14 @@ enum Posted {
 }
 
 /// The sender: posts the spool's batches in order until told to stop.
-fn sender(shared: Arc<Shared>, name: String, ep: Endpoint, tls: Arc<rustls::ClientConfig>, timeout: Duration) {
+fn sender(
+    shared: Arc<Shared>,
+    name: String,
+    ep: Endpoint,
+    tls: Arc<rustls::ClientConfig>,
+    timeout: Duration,
+    syslog: bool,
+) {
     let rt = match tokio::runtime::Builder::new_current_thread().enable_all().build() {
         Ok(rt) => rt,
         Err(e) => {
@@ -507,6 +552,8 @@ fn sender(shared: Arc<Shared>, name: String, ep: Endpoint, tls: Arc<rustls::Clie
     let stream_id = shared.spool.lock().unwrap_or_else(|e| e.into_inner()).stream();
     rt.block_on(async move {
         let mut conn: Option<Conn> = None;
+        let mut sys: Option<tokio_rustls::client::TlsStream<tokio::net::TcpStream>> = None;
+        let host = std::fs::read_to_string("/proc/sys/kernel/hostname").map(|h| h.trim().to_string()).unwrap_or_else(|_| "-".into());
         let mut backoff = Duration::from_millis(100);
         let mut last_error = String::new();
         let mut jitter = Jitter::new();
@@ -530,7 +577,11 @@ fn sender(shared: Arc<Shared>, name: String, ep: Endpoint, tls: Arc<rustls::Clie
                 let _ = shared.wake.wait_timeout(sp, Duration::from_millis(200));
                 continue;
             };
-            let res = tokio::time::timeout(timeout, post(&mut conn, &ep, &tls, stream_id, &batch)).await;
+            let res = if syslog {
+                tokio::time::timeout(timeout, write_syslog(&mut sys, &ep, &tls, &host, stream_id, &batch)).await
+            } else {
+                tokio::time::timeout(timeout, post(&mut conn, &ep, &tls, stream_id, &batch)).await
+            };
             let res = match res {
                 Ok(r) => r,
                 Err(_) => Err(format!("no answer within {} s", timeout.as_secs())),
@@ -578,6 +629,7 @@ fn sender(shared: Arc<Shared>, name: String, ep: Endpoint, tls: Arc<rustls::Clie
                 }
                 Err(e) => {
                     conn = None;
+                    sys = None;
                     c.failures.fetch_add(1, Ordering::Relaxed);
                     let e = match e.split_once(" // ") {
                         Some((what, why)) => {
@@ -657,6 +709,69 @@ async fn connect(ep: &Endpoint, tls: &Arc<rustls::ClientConfig>) -> Result<Conn,
     Ok(Conn { send, ended })
 }
 
+/// Send a batch to a syslog receiver over TLS (RFC 5425: each message octet-counted):
+/// RFC 5424 messages from facility local0, app `apiwatch`, the record kind as MSGID; CEF
+/// lines get `externalId=<stream>-<seq>` so that a SIEM can drop repeats. Done when written:
+/// syslog has no acknowledgement.
+async fn write_syslog(
+    conn: &mut Option<tokio_rustls::client::TlsStream<tokio::net::TcpStream>>,
+    ep: &Endpoint,
+    tls: &Arc<rustls::ClientConfig>,
+    host: &str,
+    stream: u64,
+    b: &crate::spool::Batch,
+) -> Result<Posted, String> {
+    use tokio::io::AsyncWriteExt;
+    if conn.is_none() {
+        let tcp = tokio::net::TcpStream::connect((ep.host.as_str(), ep.port))
+            .await
+            .map_err(|e| format!("cannot connect to {}:{}: {e}", ep.host, ep.port))?;
+        let name = rustls::pki_types::ServerName::try_from(ep.host.clone())
+            .map_err(|e| format!("{:?} is not a valid server name: {e}", ep.host))?;
+        let s = tokio_rustls::TlsConnector::from(tls.clone())
+            .connect(name, tcp)
+            .await
+            .map_err(|e| format!("TLS with {}:{}: {}", ep.host, ep.port, tls::explain(&e)))?;
+        *conn = Some(s);
+    }
+    let s = conn.as_mut().ok_or("no connection")?;
+    {
+        // A receiver that closed the connection since the last batch would take the next
+        // write into a dead socket: look for its end first.
+        use tokio::io::AsyncReadExt;
+        let mut probe = [0u8; 64];
+        if let Ok(r) = tokio::time::timeout(Duration::from_millis(1), s.read(&mut probe)).await {
+            *conn = None;
+            return Err(match r {
+                Ok(0) => "the syslog receiver closed the connection".to_string(),
+                Ok(_) => "the syslog receiver sent data (it should not)".to_string(),
+                Err(e) => format!("connection to the syslog receiver: {}", tls::explain(&e)),
+            });
+        }
+    }
+    let now = time::OffsetDateTime::now_utc()
+        .format(&time::format_description::well_known::Rfc3339)
+        .unwrap_or_else(|_| "-".into());
+    let mut out = Vec::with_capacity(b.payload.len() + 128 * b.count as usize);
+    for (i, line) in b.payload.split(|&c| c == b'\n').filter(|l| !l.is_empty()).enumerate() {
+        let seq = b.first_seq + i as u64;
+        let text = String::from_utf8_lossy(line);
+        // CEF lines come with their syslog severity first.
+        let (sev, body, msgid) = match text.split_once(' ') {
+            Some((d, rest)) if d.len() == 1 && rest.starts_with("CEF:") => {
+                let kind = rest.split('|').nth(4).and_then(|s| s.split(':').next()).unwrap_or("-").to_string();
+                (d.parse::<u8>().unwrap_or(6), format!("{rest} externalId={stream:016x}-{seq}"), kind)
+            }
+            _ => (6, text.to_string(), "record".to_string()),
+        };
+        let msg = format!("<{}>1 {now} {host} apiwatch - {msgid} - {body}", 16 * 8 + sev as u32);
+        out.extend_from_slice(format!("{} {msg}", msg.len()).as_bytes());
+    }
+    s.write_all(&out).await.map_err(|e| format!("writing to the syslog receiver: {}", tls::explain(&e)))?;
+    s.flush().await.map_err(|e| format!("writing to the syslog receiver: {}", tls::explain(&e)))?;
+    Ok(Posted::Ok)
+}
+
 async fn post(
     conn: &mut Option<Conn>,
     ep: &Endpoint,
@@ -723,7 +838,9 @@ mod tests {
             parse_url("https://[::1]/x").unwrap(),
             Endpoint { host: "::1".into(), port: 443, path: "/x".into() }
         );
-        assert!(parse_url("http://sink").unwrap_err().contains("only https"));
+        assert!(parse_url("http://sink").unwrap_err().contains("URLs only"));
+        assert_eq!(parse_url("tls://siem:6514").unwrap().port, 6514);
+        assert_eq!(parse_url("tls://siem").unwrap().port, 6514);
         assert!(parse_url("https://sink:99999").unwrap_err().contains("not a port"));
     }
 }

@@ -402,3 +402,101 @@ fn replay_err(dir: &Path, cfg: &Path) -> String {
     assert!(!o.status.success());
     String::from_utf8_lossy(&o.stderr).to_string()
 }
+
+/// rsyslogd with its TLS driver, or why not.
+fn rsyslog_available() -> Result<(), String> {
+    if !Path::new("/usr/sbin/rsyslogd").exists() {
+        return Err("rsyslogd is not installed (the setup command installs rsyslog and rsyslog-gnutls)".into());
+    }
+    if !Path::new("/usr/lib/x86_64-linux-gnu/rsyslog/lmnsd_gtls.so").exists() {
+        return Err("rsyslog's TLS driver is not installed (rsyslog-gnutls)".into());
+    }
+    Ok(())
+}
+
+#[test]
+fn syslog_over_tls_reaches_rsyslog_as_cef() {
+    if let Err(why) = rsyslog_available() {
+        assert!(!ci(), "this test cannot run under CI=true: {why}");
+        eprintln!("SKIPPED: {why}");
+        return;
+    }
+    let t = tempfile::tempdir().unwrap();
+    let dir = t.path();
+    let c = certs(dir, "pki", "localhost,127.0.0.1", &["a1"], &[]);
+    let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+    let got = dir.join("received.log");
+    let conf = dir.join("rsyslog.conf");
+    std::fs::write(
+        &conf,
+        format!(
+            "global(workDirectory={dir:?} DefaultNetstreamDriver=\"gtls\" DefaultNetstreamDriverCAFile={ca:?} DefaultNetstreamDriverCertFile={cert:?} DefaultNetstreamDriverKeyFile={key:?})\n\
+             module(load=\"imtcp\" StreamDriver.Name=\"gtls\" StreamDriver.Mode=\"1\" StreamDriver.AuthMode=\"anon\")\n\
+             input(type=\"imtcp\" port=\"{port}\" address=\"127.0.0.1\")\n\
+             template(name=\"raw\" type=\"string\" string=\"%msgid% %msg%\\n\")\n\
+             action(type=\"omfile\" file={got:?} template=\"raw\")\n",
+            dir = dir,
+            ca = c.join("ca.pem"),
+            cert = c.join("sink.pem"),
+            key = c.join("sink-key.pem"),
+        ),
+    )
+    .unwrap();
+    let mut rsyslog = Command::new("/usr/sbin/rsyslogd")
+        .args(["-n", "-f", conf.to_str().unwrap(), "-i", dir.join("rsyslog.pid").to_str().unwrap()])
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    // Listening?
+    let t0 = std::time::Instant::now();
+    while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
+        assert!(t0.elapsed() < Duration::from_secs(10), "rsyslogd did not start");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let cfg = dir.join("a1.toml");
+    std::fs::write(
+        &cfg,
+        format!(
+            "[inventory]\nstate_dir = {:?}\n[[outputs]]\ntype = \"syslog\"\nurl = \"tls://127.0.0.1:{port}\"\nca_file = {:?}\nkinds = [\"transaction\", \"inventory\", \"sensitive_data\"]\nbatch_records = 7\n",
+            dir.join("state"),
+            c.join("ca.pem")
+        ),
+    )
+    .unwrap();
+    let (n, e) = replay(dir, &cfg, &pcap("api-keepalive.pcap"), 30);
+    assert!(e.contains(&format!("{n} records delivered, 0 left")), "{e}");
+    // rsyslog writes asynchronously.
+    let t0 = std::time::Instant::now();
+    let lines = loop {
+        let text = std::fs::read_to_string(&got).unwrap_or_default();
+        if text.lines().count() >= n || t0.elapsed() > Duration::from_secs(10) {
+            break text;
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    };
+    let _ = rsyslog.kill();
+    let _ = rsyslog.wait();
+    let local = std::fs::read_to_string(dir.join("a1.jsonl")).unwrap();
+    assert_eq!(lines.lines().count(), n, "{lines}");
+    // Parsed back: CEF header fields, one line per record, of the right kinds, each with
+    // its own id.
+    let mut ids = std::collections::BTreeSet::new();
+    let mut sensitive = 0;
+    for l in lines.lines() {
+        let (msgid, cef) = l.split_once(' ').unwrap();
+        assert!(cef.starts_with("CEF:0|apiwatch|apiwatch|"), "{l}");
+        let head: Vec<&str> = cef.splitn(8, '|').collect();
+        assert_eq!(head.len(), 8, "{l}");
+        assert_eq!(head[4].split(':').next(), Some(msgid));
+        assert!(head[6].parse::<u8>().is_ok_and(|s| s <= 10), "{l}");
+        let id = cef.rsplit("externalId=").next().unwrap().to_string();
+        assert!(ids.insert(id), "ids are unique");
+        if msgid == "sensitive_data" {
+            sensitive += 1;
+            assert!(cef.contains("cs4Label=maskedValue cs4="), "{l}");
+            assert!(!cef.contains("Bearer ey"), "no credential in clear");
+        }
+    }
+    assert_eq!(sensitive, local.lines().filter(|l| l.starts_with("{\"kind\":\"sensitive_data\"")).count());
+}
