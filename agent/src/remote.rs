@@ -692,10 +692,11 @@ async fn connect(ep: &Endpoint, tls: &Arc<rustls::ClientConfig>) -> Result<Conn,
     let _ = tcp.set_nodelay(true);
     let name = rustls::pki_types::ServerName::try_from(ep.host.clone())
         .map_err(|e| format!("{:?} is not a valid server name: {e}", ep.host))?;
-    let stream = tokio_rustls::TlsConnector::from(tls.clone())
+    let mut stream = tokio_rustls::TlsConnector::from(tls.clone())
         .connect(name, tcp)
         .await
         .map_err(|e| format!("TLS with {}:{}: {}", ep.host, ep.port, tls::explain(&e)))?;
+    refused(&mut stream).await.map_err(|e| format!("TLS with {}:{}: {e}", ep.host, ep.port))?;
     let (send, conn) = hyper::client::conn::http1::handshake(hyper_util::rt::TokioIo::new(stream))
         .await
         .map_err(|e| format!("HTTP with {}:{}: {e}", ep.host, ep.port))?;
@@ -707,6 +708,22 @@ async fn connect(ep: &Endpoint, tls: &Arc<rustls::ClientConfig>) -> Result<Conn,
         }
     });
     Ok(Conn { send, ended })
+}
+
+/// In TLS 1.3 the client's handshake ends before the server has checked the client's
+/// certificate: a refusal comes as an alert just after. Wait a moment for it, so that the
+/// reason is known (a sink that accepts sends nothing; the wait then ends by its timeout).
+async fn refused<S: tokio::io::AsyncRead + Unpin>(stream: &mut S) -> Result<(), String> {
+    use tokio::io::AsyncReadExt;
+    let mut probe = [0u8; 1];
+    match tokio::time::timeout(Duration::from_millis(200), stream.read(&mut probe)).await {
+        Err(_) => Ok(()),
+        Ok(Ok(0)) => {
+            Err("the sink closed the connection after the handshake (did it refuse this agent's certificate?)".into())
+        }
+        Ok(Ok(_)) => Err("the sink spoke first, which it does not".into()),
+        Ok(Err(e)) => Err(tls::explain(&e)),
+    }
 }
 
 /// Send a batch to a syslog receiver over TLS (RFC 5425: each message octet-counted):
