@@ -164,10 +164,9 @@ pub fn run(config_path: Option<&Path>, o: Overrides) -> Result<()> {
     // The output is opened while still privileged (it may live where only root writes).
     let mut first_output = NdjsonOutput::new(cfg.output_path().as_deref(), RenderOptions::default())?;
     // Remote outputs: spools under the state directory unless they name one.
+    first_output.add_outputs(&cfg.outputs, Some(&cfg.inventory.state_dir))?;
     for r in &cfg.outputs {
-        let remote = crate::remote::Remote::start(r, Some(&cfg.inventory.state_dir))?;
-        tracing::info!(output = %remote.name, url = %r.url, "remote output");
-        first_output.remotes.push(remote);
+        tracing::info!(output = %r.display_name(), kind = %r.kind, "output");
     }
     if let Some(user) = &cfg.privileges.user {
         use crate::privileges::{CAP_BPF, CAP_NET_ADMIN, CAP_NET_RAW};
@@ -318,8 +317,10 @@ fn output_thread(
                 Ok(OutMsg::Reopen(p)) => {
                     out.flush()?;
                     let remotes = std::mem::take(&mut out.remotes);
+                    let files = std::mem::take(&mut out.files);
                     out = NdjsonOutput::new(p.as_deref(), RenderOptions::default())?;
                     out.remotes = remotes;
+                    out.files = files;
                     tracing::info!(path = ?p, "output reopened");
                 }
                 Err(_) => break,

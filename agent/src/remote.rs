@@ -33,8 +33,18 @@ pub struct RemoteConfig {
     /// `https` (an `apiwatch sink`).
     #[serde(rename = "type")]
     pub kind: String,
-    /// `https://sink.example:8443` (path `/v1/records` unless given).
+    /// `https://sink.example:8443` (path `/v1/records` unless given), or
+    /// `tls://siem.example:6514` for syslog.
+    #[serde(default)]
     pub url: String,
+    /// For `file` outputs: the NDJSON file, rotated at `max_mb` into `path.1` ... `path.N`
+    /// (`keep` files besides the current one).
+    #[serde(default)]
+    pub path: Option<PathBuf>,
+    #[serde(default = "d_max_mb")]
+    pub max_mb: u64,
+    #[serde(default = "d_keep")]
+    pub keep: u32,
     /// CA certificates (PEM) that may issue the sink's certificate; default: the system's.
     #[serde(default)]
     pub ca_file: Option<PathBuf>,
@@ -85,6 +95,12 @@ fn d_batch_wait_ms() -> u64 {
 }
 fn d_compression() -> String {
     "gzip".into()
+}
+fn d_max_mb() -> u64 {
+    100
+}
+fn d_keep() -> u32 {
+    5
 }
 fn d_timeout() -> u64 {
     10
@@ -142,7 +158,11 @@ impl RemoteConfig {
     }
 
     pub fn display_name(&self) -> String {
-        self.name.clone().unwrap_or_else(|| parse_url(&self.url).map(|e| e.host).unwrap_or_else(|_| "remote".into()))
+        self.name.clone().unwrap_or_else(|| match (&self.path, parse_url(&self.url)) {
+            (Some(p), _) if self.kind == "file" => p.display().to_string(),
+            (_, Ok(e)) => e.host,
+            _ => "remote".into(),
+        })
     }
 
     pub fn problems(&self, i: usize) -> Vec<crate::config::Problem> {
@@ -152,17 +172,31 @@ impl RemoteConfig {
         let scheme = match self.kind.as_str() {
             "https" => "https://",
             "syslog" => "tls://",
+            "file" => "",
             other => {
-                p("type", format!("{other:?} is not an output type (https, syslog)"));
+                p("type", format!("{other:?} is not an output type (https, syslog, file)"));
                 ""
             }
         };
-        match parse_url(&self.url) {
-            Err(e) => p("url", e),
-            Ok(_) if !scheme.is_empty() && !self.url.starts_with(scheme) => {
-                p("url", format!("a {} output takes a {scheme} URL", self.kind))
+        if self.kind == "file" {
+            match &self.path {
+                None => p("path", "a file output needs a path".into()),
+                Some(f) if f.parent().is_some_and(|d| !d.as_os_str().is_empty() && !d.is_dir()) => {
+                    p("path", format!("{}: its directory does not exist", f.display()))
+                }
+                Some(_) => {}
             }
-            Ok(_) => {}
+            if self.max_mb == 0 {
+                p("max_mb", "must be at least 1".into());
+            }
+        } else {
+            match parse_url(&self.url) {
+                Err(e) => p("url", e),
+                Ok(_) if !scheme.is_empty() && !self.url.starts_with(scheme) => {
+                    p("url", format!("a {} output takes a {scheme} URL", self.kind))
+                }
+                Ok(_) => {}
+            }
         }
         if self.client_cert.is_some() != self.client_key.is_some() {
             p("client_cert", "client_cert and client_key go together".into());
@@ -188,7 +222,11 @@ impl RemoteConfig {
             }
         }
         let format = self.format();
-        let formats: &[&str] = if self.kind == "syslog" { &["cef", "native", "ocsf"] } else { &["native", "ocsf"] };
+        let formats: &[&str] = match self.kind.as_str() {
+            "syslog" => &["cef", "native", "ocsf"],
+            "file" => &["native", "ocsf", "cef"],
+            _ => &["native", "ocsf"],
+        };
         if !formats.contains(&format) {
             p("format", format!("{format:?}: {}", formats.join(", ")));
         } else if format == "ocsf" {

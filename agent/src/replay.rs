@@ -68,9 +68,7 @@ pub struct ReplayReport {
 
 pub fn replay(opts: &ReplayOptions) -> Result<ReplayReport> {
     let mut out = NdjsonOutput::new(opts.output.as_deref(), opts.render.clone())?;
-    for r in &opts.remotes {
-        out.remotes.push(crate::remote::Remote::start(r, opts.remote_state.as_deref())?);
-    }
+    out.add_outputs(&opts.remotes, opts.remote_state.as_deref())?;
     let start = Instant::now();
     // Open every file up front: the sharded mode borrows payloads from all of them, and a
     // missing file should fail before any work.
