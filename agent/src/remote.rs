@@ -590,6 +590,7 @@ fn sender(
     let stream_id = shared.spool.lock().unwrap_or_else(|e| e.into_inner()).stream();
     rt.block_on(async move {
         let mut conn: Option<Conn> = None;
+        let mut conn2: Option<Conn> = None;
         let mut sys: Option<tokio_rustls::client::TlsStream<tokio::net::TcpStream>> = None;
         let host = std::fs::read_to_string("/proc/sys/kernel/hostname").map(|h| h.trim().to_string()).unwrap_or_else(|_| "-".into());
         let mut backoff = Duration::from_millis(100);
@@ -602,61 +603,51 @@ fn sender(
             if shared.stop.load(Ordering::Relaxed) {
                 break;
             }
-            let batch = match shared.spool.lock().unwrap_or_else(|e| e.into_inner()).peek() {
+            // Two batches at a time to a sink (the sink reads one while it stores the
+            // other); syslog, one.
+            let batches = match shared.spool.lock().unwrap_or_else(|e| e.into_inner()).peek_n(if syslog { 1 } else { 2 }) {
                 Ok(b) => b,
                 Err(e) => {
                     tracing::error!(output = %name, error = %format!("{e:#}"), "cannot read the spool");
-                    None
+                    Vec::new()
                 }
             };
-            let Some(batch) = batch else {
+            if batches.is_empty() {
                 // Nothing to send: wait for a sealed batch (or a stop).
                 let sp = shared.spool.lock().unwrap_or_else(|e| e.into_inner());
                 let _ = shared.wake.wait_timeout(sp, Duration::from_millis(200));
                 continue;
+            }
+            let late = |r: Result<Result<Posted, String>, tokio::time::error::Elapsed>| {
+                r.unwrap_or_else(|_| Err(format!("no answer within {} s", timeout.as_secs())))
             };
-            let res = if syslog {
-                tokio::time::timeout(timeout, write_syslog(&mut sys, &ep, &tls, &host, stream_id, &batch)).await
+            let results = if syslog {
+                vec![late(tokio::time::timeout(timeout, write_syslog(&mut sys, &ep, &tls, &host, stream_id, &batches[0])).await)]
+            } else if batches.len() == 1 {
+                vec![late(tokio::time::timeout(timeout, post(&mut conn, &ep, &tls, stream_id, &batches[0])).await)]
             } else {
-                tokio::time::timeout(timeout, post(&mut conn, &ep, &tls, stream_id, &batch)).await
+                let (a, b) = tokio::join!(
+                    tokio::time::timeout(timeout, post(&mut conn, &ep, &tls, stream_id, &batches[0])),
+                    tokio::time::timeout(timeout, post(&mut conn2, &ep, &tls, stream_id, &batches[1])),
+                );
+                vec![late(a), late(b)]
             };
-            let res = match res {
-                Ok(r) => r,
-                Err(_) => Err(format!("no answer within {} s", timeout.as_secs())),
-            };
+            // In order: a batch counts only if every one before it went through (the spool
+            // acknowledges a prefix; a later one that went through is sent again, and the
+            // sink keeps one copy).
+            let mut failed = None;
+            for (batch, res) in batches.iter().zip(results) {
+                match res {
+                    Ok(outcome) => delivered(&shared, &name, batch, &outcome),
+                    Err(e) => {
+                        failed = Some(e);
+                        break;
+                    }
+                }
+            }
             let c = &shared.counters;
-            match res {
-                Ok(outcome) => {
-                    if let Posted::Rejected(why) = &outcome {
-                        c.rejected.fetch_add(batch.count as u64, Ordering::Relaxed);
-                        tracing::error!(output = %name, first_seq = batch.first_seq, records = batch.count, reason = %why, "the sink refused a batch; it is dropped");
-                    } else {
-                        c.sent_records.fetch_add(batch.count as u64, Ordering::Relaxed);
-                        c.sent_batches.fetch_add(1, Ordering::Relaxed);
-                        c.sent_bytes.fetch_add(batch.payload.len() as u64, Ordering::Relaxed);
-                    }
-                    {
-                        let mut s = shared.sealed_at.lock().unwrap_or_else(|e| e.into_inner());
-                        while s.front().is_some_and(|(f, _)| *f < batch.first_seq) {
-                            s.pop_front();
-                        }
-                        if s.front().is_some_and(|(f, _)| *f == batch.first_seq) {
-                            if let Some((_, t)) = s.pop_front() {
-                                let us = t.elapsed().as_micros() as u64;
-                                c.last_latency_us.store(us, Ordering::Relaxed);
-                                let mut l = shared.latencies.lock().unwrap_or_else(|e| e.into_inner());
-                                if l.len() < MAX_LATENCIES {
-                                    l.push(us.min(u32::MAX as u64) as u32);
-                                }
-                            }
-                        }
-                    }
-                    let mut sp = shared.spool.lock().unwrap_or_else(|e| e.into_inner());
-                    if let Err(e) = sp.ack(batch.first_seq + batch.count as u64) {
-                        tracing::error!(output = %name, error = %format!("{e:#}"), "cannot record the acknowledgement");
-                    }
-                    c.spool_pending.store(sp.pending_records(), Ordering::Relaxed);
-                    c.spool_bytes.store(sp.bytes(), Ordering::Relaxed);
+            match failed {
+                None => {
                     if !last_error.is_empty() {
                         tracing::info!(output = %name, "the sink is reachable again");
                         last_error.clear();
@@ -665,8 +656,9 @@ fn sender(
                     backoff = Duration::from_millis(100);
                     reason = None;
                 }
-                Err(e) => {
+                Some(e) => {
                     conn = None;
+                    conn2 = None;
                     sys = None;
                     c.failures.fetch_add(1, Ordering::Relaxed);
                     let e = match e.split_once(" // ") {
@@ -696,6 +688,42 @@ fn sender(
             }
         }
     });
+}
+
+/// A batch went through (or was refused as malformed, and is dropped): count it, note its
+/// latency, acknowledge it in the spool.
+fn delivered(shared: &Shared, name: &str, batch: &crate::spool::Batch, outcome: &Posted) {
+    let c = &shared.counters;
+    if let Posted::Rejected(why) = outcome {
+        c.rejected.fetch_add(batch.count as u64, Ordering::Relaxed);
+        tracing::error!(output = %name, first_seq = batch.first_seq, records = batch.count, reason = %why, "the sink refused a batch; it is dropped");
+    } else {
+        c.sent_records.fetch_add(batch.count as u64, Ordering::Relaxed);
+        c.sent_batches.fetch_add(1, Ordering::Relaxed);
+        c.sent_bytes.fetch_add(batch.payload.len() as u64, Ordering::Relaxed);
+    }
+    {
+        let mut s = shared.sealed_at.lock().unwrap_or_else(|e| e.into_inner());
+        while s.front().is_some_and(|(f, _)| *f < batch.first_seq) {
+            s.pop_front();
+        }
+        if s.front().is_some_and(|(f, _)| *f == batch.first_seq) {
+            if let Some((_, t)) = s.pop_front() {
+                let us = t.elapsed().as_micros() as u64;
+                c.last_latency_us.store(us, Ordering::Relaxed);
+                let mut l = shared.latencies.lock().unwrap_or_else(|e| e.into_inner());
+                if l.len() < MAX_LATENCIES {
+                    l.push(us.min(u32::MAX as u64) as u32);
+                }
+            }
+        }
+    }
+    let mut sp = shared.spool.lock().unwrap_or_else(|e| e.into_inner());
+    if let Err(e) = sp.ack(batch.first_seq + batch.count as u64) {
+        tracing::error!(output = %name, error = %format!("{e:#}"), "cannot record the acknowledgement");
+    }
+    c.spool_pending.store(sp.pending_records(), Ordering::Relaxed);
+    c.spool_bytes.store(sp.bytes(), Ordering::Relaxed);
 }
 
 /// A small xorshift for jitter (seeded from the clock: jitter needs no secrecy).

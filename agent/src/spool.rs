@@ -213,13 +213,22 @@ impl Spool {
 
     /// The oldest batch not yet acknowledged.
     pub fn peek(&self) -> Result<Option<Batch>> {
-        let Some(f) = self.frames.front() else { return Ok(None) };
-        let seg = self.segments.iter().find(|s| s.first_seq == f.segment).context("spool frame without its segment")?;
-        let mut file = File::open(&seg.path).with_context(|| format!("cannot open {}", seg.path.display()))?;
-        file.seek(SeekFrom::Start(f.offset + HEADER as u64))?;
-        let mut payload = vec![0u8; f.len as usize];
-        file.read_exact(&mut payload).with_context(|| format!("cannot read {}", seg.path.display()))?;
-        Ok(Some(Batch { first_seq: f.first_seq, count: f.count, flags: f.flags, payload }))
+        Ok(self.peek_n(1)?.pop())
+    }
+
+    /// The `n` oldest batches not yet acknowledged (fewer if there are fewer).
+    pub fn peek_n(&self, n: usize) -> Result<Vec<Batch>> {
+        let mut out = Vec::new();
+        for f in self.frames.iter().take(n) {
+            let seg =
+                self.segments.iter().find(|s| s.first_seq == f.segment).context("spool frame without its segment")?;
+            let mut file = File::open(&seg.path).with_context(|| format!("cannot open {}", seg.path.display()))?;
+            file.seek(SeekFrom::Start(f.offset + HEADER as u64))?;
+            let mut payload = vec![0u8; f.len as usize];
+            file.read_exact(&mut payload).with_context(|| format!("cannot read {}", seg.path.display()))?;
+            out.push(Batch { first_seq: f.first_seq, count: f.count, flags: f.flags, payload });
+        }
+        Ok(out)
     }
 
     /// Every record before `upto` was delivered.
