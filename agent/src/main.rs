@@ -427,12 +427,13 @@ fn run() -> Result<ExitCode> {
                 Ok(ExitCode::SUCCESS)
             }
             Some(SinkCmd::Query { what, config, db, kind, agent, limit, json }) => {
-                let database = match (db, config) {
-                    (Some(d), _) => d,
-                    (None, Some(c)) => apiwatch::sink::SinkConfig::load(&c)?.database,
+                let store = match (db, config) {
+                    (Some(d), _) if d.exists() => apiwatch::sink::store::Store::open(&d)?,
+                    (Some(d), _) => anyhow::bail!("{}: no such database", d.display()),
+                    (None, Some(c)) => apiwatch::sink::SinkConfig::load(&c)?.open_store()?,
                     (None, None) => anyhow::bail!("give --db FILE or --config sink.toml"),
                 };
-                print!("{}", apiwatch::sink::query(&database, &what, &kind, agent.as_deref(), limit, json)?);
+                print!("{}", apiwatch::sink::query(store, &what, &kind, agent.as_deref(), limit, json)?);
                 Ok(ExitCode::SUCCESS)
             }
             Some(SinkCmd::Certs { out, sink_names, agents, days, expired_agents }) => {

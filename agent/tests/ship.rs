@@ -500,3 +500,136 @@ fn syslog_over_tls_reaches_rsyslog_as_cef() {
     }
     assert_eq!(sensitive, local.lines().filter(|l| l.starts_with("{\"kind\":\"sensitive_data\"")).count());
 }
+
+/// A PostgreSQL server of its own (the Debian package's binaries, a cluster in `dir`, a
+/// Unix socket only), stopped on drop.
+struct Postgres {
+    data: PathBuf,
+    bin: PathBuf,
+    url: String,
+}
+
+impl Postgres {
+    fn start(dir: &Path) -> Result<Postgres, String> {
+        let bin = std::fs::read_dir("/usr/lib/postgresql")
+            .map_err(|_| "PostgreSQL is not installed (the setup command installs postgresql)".to_string())?
+            .filter_map(|e| e.ok().map(|e| e.path().join("bin")))
+            .find(|b| b.join("initdb").exists())
+            .ok_or("no initdb under /usr/lib/postgresql")?;
+        // The server runs as postgres: it must reach its directories.
+        let base = dir.join("pg");
+        std::fs::create_dir_all(base.join("sock")).unwrap();
+        use std::os::unix::fs::PermissionsExt;
+        for d in [dir, base.as_path()] {
+            std::fs::set_permissions(d, std::fs::Permissions::from_mode(0o755)).unwrap();
+        }
+        let chown = Command::new("chown").args(["-R", "postgres:postgres"]).arg(&base).status().unwrap();
+        assert!(chown.success());
+        let data = base.join("data");
+        let as_pg = |prog: &str| {
+            let mut c = Command::new("runuser");
+            c.args(["-u", "postgres", "--"]).arg(bin.join(prog));
+            c
+        };
+        let o = as_pg("initdb").args(["-A", "trust", "-U", "postgres", "-D"]).arg(&data).output().unwrap();
+        if !o.status.success() {
+            return Err(format!("initdb: {}", String::from_utf8_lossy(&o.stderr)));
+        }
+        let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+        let o = as_pg("pg_ctl")
+            .args(["-w", "-D"])
+            .arg(&data)
+            .arg("-o")
+            .arg(format!("-k {} -p {port} -c listen_addresses=''", base.join("sock").display()))
+            .arg("-l")
+            .arg(base.join("log"))
+            .arg("start")
+            .output()
+            .unwrap();
+        if !o.status.success() {
+            return Err(format!("pg_ctl start: {}", String::from_utf8_lossy(&o.stderr)));
+        }
+        Ok(Postgres {
+            url: format!("host={} port={port} user=postgres dbname=postgres", base.join("sock").display()),
+            data,
+            bin,
+        })
+    }
+}
+
+impl Drop for Postgres {
+    fn drop(&mut self) {
+        let _ = Command::new("runuser")
+            .args(["-u", "postgres", "--"])
+            .arg(self.bin.join("pg_ctl"))
+            .args(["-m", "immediate", "-w", "-D"])
+            .arg(&self.data)
+            .arg("stop")
+            .output();
+    }
+}
+
+#[test]
+fn receivers_sharing_postgresql_store_each_record_once() {
+    let t = tempfile::tempdir().unwrap();
+    let dir = t.path();
+    let pg = match Postgres::start(dir) {
+        Ok(p) => p,
+        Err(why) => {
+            assert!(!ci(), "this test cannot run under CI=true: {why}");
+            eprintln!("SKIPPED: {why}");
+            return;
+        }
+    };
+    let c = certs(dir, "pki", "localhost,127.0.0.1", &["a1", "a2"], &[]);
+    // Two receivers on one database, as behind a load balancer.
+    let start = |name: &str| {
+        let cfg = dir.join(format!("{name}.toml"));
+        std::fs::write(
+            &cfg,
+            format!(
+                "listen = \"127.0.0.1:0\"\ncert = {:?}\nkey = {:?}\nclient_ca = {:?}\nbackend = \"postgres\"\npostgres = {:?}\n",
+                c.join("sink.pem"),
+                c.join("sink-key.pem"),
+                c.join("ca.pem"),
+                pg.url
+            ),
+        )
+        .unwrap();
+        let mut child = Command::new(bin())
+            .args(["sink", "--config", cfg.to_str().unwrap()])
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap();
+        let mut line = String::new();
+        BufReader::new(child.stdout.take().unwrap()).read_line(&mut line).unwrap();
+        let port: u16 =
+            line.trim().rsplit(':').next().and_then(|p| p.parse().ok()).unwrap_or_else(|| panic!("{line:?}"));
+        (Sink { child, port, db: PathBuf::new() }, cfg)
+    };
+    let ((r1, cfg1), (r2, _)) = (start("r1"), start("r2"));
+    let a1 = agent_config(dir, "a1", &c, Some("a1"), &format!("https://127.0.0.1:{}", r1.port), "");
+    let a2 = agent_config(dir, "a2", &c, Some("a2"), &format!("https://127.0.0.1:{}", r2.port), "");
+    let (d1, d2, f1, f2) = (dir.to_path_buf(), dir.to_path_buf(), a1.clone(), a2.clone());
+    let h1 = std::thread::spawn(move || replay(&d1, &f1, &pcap("api-keepalive.pcap"), 30));
+    let h2 = std::thread::spawn(move || replay(&d2, &f2, &pcap("api-keepalive.pcap"), 30));
+    let ((n1, _), (n2, _)) = (h1.join().unwrap(), h2.join().unwrap());
+    // a1's acknowledgement lost, and a1 now sent to the other receiver: what it sends again
+    // is already stored.
+    std::fs::write(dir.join("state-a1/spool/127.0.0.1/acked"), "0\n").unwrap();
+    let text = std::fs::read_to_string(&a1).unwrap().replace(&format!(":{}\"", r1.port), &format!(":{}\"", r2.port));
+    std::fs::write(&a1, text).unwrap();
+    let (_, e) = replay(dir, &a1, &empty_pcap(dir), 30);
+    assert!(e.contains("0 left in the spool"), "{e}");
+    let o = run(&["sink", "query", "agents", "--json", "--config", cfg1.to_str().unwrap()], dir);
+    let agents: Vec<serde_json::Value> =
+        String::from_utf8_lossy(&o.stdout).lines().map(|l| serde_json::from_str(l).unwrap()).collect();
+    assert_eq!(agents.len(), 2, "{agents:?}");
+    assert_eq!(agents[0]["records"].as_u64(), Some(n1 as u64));
+    assert!(agents[0]["duplicates"].as_u64() > Some(0), "{agents:?}");
+    assert_eq!((agents[1]["records"].as_u64(), agents[1]["duplicates"].as_u64()), (Some(n2 as u64), Some(0)));
+    let all = run(&["sink", "query", "records", "--json", "--config", cfg1.to_str().unwrap()], dir);
+    assert_eq!(String::from_utf8_lossy(&all.stdout).lines().count(), n1 + n2);
+    drop((r1, r2));
+}

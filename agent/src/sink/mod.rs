@@ -37,9 +37,13 @@ pub struct SinkConfig {
     /// CA certificates (PEM) whose client certificates are accepted: agents must present
     /// one.
     pub client_ca: PathBuf,
-    /// `sqlite`.
+    /// `sqlite`, or `postgres` (several receivers may share one database).
     #[serde(default = "d_backend")]
     pub backend: String,
+    /// With `backend = "postgres"`: a libpq connection string or URL
+    /// (`host=/var/run/postgresql dbname=apiwatch user=apiwatch`).
+    #[serde(default)]
+    pub postgres: Option<String>,
     /// The SQLite database file.
     #[serde(default = "d_database")]
     pub database: PathBuf,
@@ -68,6 +72,13 @@ fn d_max_batch() -> usize {
 }
 
 impl SinkConfig {
+    pub fn open_store(&self) -> Result<store::Store> {
+        match (self.backend.as_str(), &self.postgres) {
+            ("postgres", Some(url)) => store::Store::open_postgres(url),
+            _ => store::Store::open(&self.database),
+        }
+    }
+
     pub fn load(path: &Path) -> Result<SinkConfig> {
         let text = std::fs::read_to_string(path).with_context(|| format!("cannot read {}", path.display()))?;
         let cfg: SinkConfig = toml::from_str(&text).map_err(|e| anyhow!("{}: {e}", path.display()))?;
@@ -75,8 +86,10 @@ impl SinkConfig {
         if cfg.listen.parse::<SocketAddr>().is_err() {
             problems.push(format!("listen: {:?} is not an address:port", cfg.listen));
         }
-        if cfg.backend != "sqlite" {
-            problems.push(format!("backend: {:?} is not a store this sink has (sqlite)", cfg.backend));
+        match (cfg.backend.as_str(), &cfg.postgres) {
+            ("sqlite", _) | ("postgres", Some(_)) => {}
+            ("postgres", None) => problems.push("postgres: backend = \"postgres\" needs a connection string".into()),
+            (other, _) => problems.push(format!("backend: {other:?} is not a store this sink has (sqlite, postgres)")),
         }
         for (k, f) in [("cert", &cfg.cert), ("key", &cfg.key), ("client_ca", &cfg.client_ca)] {
             if !f.is_file() {
@@ -118,7 +131,7 @@ pub struct SinkCounters {
 /// Run the sink until SIGTERM or SIGINT (or `stop`); `ready` is told the bound address.
 pub fn serve(cfg: &SinkConfig, stop: Arc<AtomicBool>, ready: impl FnOnce(SocketAddr)) -> Result<()> {
     let tls = Arc::new(crate::tls::server_config(&cfg.cert, &cfg.key, &cfg.client_ca)?);
-    let mut st = store::Store::open(&cfg.database)?;
+    let mut st = cfg.open_store()?;
     let (jobs_tx, jobs_rx) = std::sync::mpsc::sync_channel::<Job>(64);
     let retention = cfg.retention_days;
     // The store has one writer: this thread.
@@ -391,17 +404,13 @@ async fn handle(
 
 /// `apiwatch sink query`: what the store holds, as a table or JSON lines.
 pub fn query(
-    database: &Path,
+    mut st: store::Store,
     what: &str,
     kinds: &[String],
     agent: Option<&str>,
     limit: usize,
     json: bool,
 ) -> Result<String> {
-    if !database.exists() {
-        bail!("{}: no such database", database.display());
-    }
-    let st = store::Store::open(database)?;
     let mut out = String::new();
     use std::fmt::Write;
     if what == "agents" {

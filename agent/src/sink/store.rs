@@ -1,5 +1,6 @@
-//! The sink's store: SQLite (WAL), one row per record, unique by (agent, stream, seq) so
-//! that a batch delivered twice is stored once. (A rowid table with a unique index: records
+//! The sink's store: SQLite (WAL) by default, or PostgreSQL for fleets whose receivers run
+//! side by side behind a load balancer. One row per record, unique by (agent, stream, seq)
+//! so that a batch delivered twice, to one receiver or to two, is stored once. (A rowid table with a unique index: records
 //! are around a kilobyte, too large for a WITHOUT ROWID table to pay.) Schema versions are applied in order at
 //! opening (`PRAGMA user_version`).
 
@@ -34,8 +35,74 @@ const MIGRATIONS: &[&str] = &[
      CREATE INDEX records_kind ON records (kind);",
 ];
 
-pub struct Store {
+/// The store a sink writes to.
+pub enum Store {
+    Sqlite(Sqlite),
+    Postgres(Pg),
+}
+
+pub struct Sqlite {
     db: Connection,
+}
+
+impl Store {
+    /// SQLite in `path`.
+    pub fn open(path: &Path) -> Result<Store> {
+        Ok(Store::Sqlite(Sqlite::open(path)?))
+    }
+
+    /// PostgreSQL at `url` (a libpq connection string or URL).
+    pub fn open_postgres(url: &str) -> Result<Store> {
+        Ok(Store::Postgres(Pg::open(url)?))
+    }
+
+    pub fn ingest(
+        &mut self,
+        from: &Sender,
+        stream: u64,
+        first_seq: u64,
+        records: &[Record],
+        now: i64,
+    ) -> Result<(u64, u64)> {
+        match self {
+            Store::Sqlite(s) => s.ingest(from, stream, first_seq, records, now),
+            Store::Postgres(p) => p.ingest(from, stream, first_seq, records, now),
+        }
+    }
+
+    pub fn expire(&mut self, before: i64) -> Result<u64> {
+        match self {
+            Store::Sqlite(s) => s.expire(before),
+            Store::Postgres(p) => p.expire(before),
+        }
+    }
+
+    pub fn agents(&mut self) -> Result<Vec<serde_json::Value>> {
+        match self {
+            Store::Sqlite(s) => s.agents(),
+            Store::Postgres(p) => p.agents(),
+        }
+    }
+
+    pub fn records(
+        &mut self,
+        kinds: &[&str],
+        agent: Option<&str>,
+        since: Option<i64>,
+        limit: usize,
+    ) -> Result<Vec<(String, String)>> {
+        match self {
+            Store::Sqlite(s) => s.records(kinds, agent, since, limit),
+            Store::Postgres(p) => p.records(kinds, agent, since, limit),
+        }
+    }
+
+    pub fn count(&mut self, agent: Option<&str>) -> Result<u64> {
+        match self {
+            Store::Sqlite(s) => s.count(agent),
+            Store::Postgres(p) => p.count(agent),
+        }
+    }
 }
 
 /// One record of a batch: its kind, its time (if it has one) and its JSON text.
@@ -52,8 +119,8 @@ pub struct Sender<'a> {
     pub addr: &'a str,
 }
 
-impl Store {
-    pub fn open(path: &Path) -> Result<Store> {
+impl Sqlite {
+    pub fn open(path: &Path) -> Result<Sqlite> {
         if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
             std::fs::create_dir_all(dir).with_context(|| format!("cannot create {}", dir.display()))?;
         }
@@ -76,7 +143,7 @@ impl Store {
             tx.pragma_update(None, "user_version", (i + 1) as i64)?;
             tx.commit()?;
         }
-        Ok(Store { db })
+        Ok(Sqlite { db })
     }
 
     /// Store a batch; returns (stored, duplicates). One transaction: all or nothing.
@@ -204,6 +271,154 @@ impl Store {
     }
 }
 
+/// The PostgreSQL schema, in order (`apiwatch_schema` says how many are applied; receivers
+/// starting together take an advisory lock to apply them once).
+const PG_MIGRATIONS: &[&str] = &["CREATE TABLE agents (
+         id BIGSERIAL PRIMARY KEY,
+         name TEXT NOT NULL UNIQUE,
+         fingerprint TEXT NOT NULL,
+         first_seen BIGINT NOT NULL,
+         last_seen BIGINT NOT NULL,
+         records BIGINT NOT NULL DEFAULT 0,
+         duplicates BIGINT NOT NULL DEFAULT 0,
+         last_addr TEXT NOT NULL DEFAULT ''
+     );
+     CREATE TABLE records (
+         id BIGSERIAL PRIMARY KEY,
+         agent BIGINT NOT NULL REFERENCES agents (id),
+         stream BIGINT NOT NULL,
+         seq BIGINT NOT NULL,
+         kind TEXT NOT NULL,
+         ts TEXT,
+         received BIGINT NOT NULL,
+         body TEXT NOT NULL,
+         UNIQUE (agent, stream, seq)
+     );
+     CREATE INDEX records_kind ON records (kind);"];
+
+pub struct Pg {
+    db: postgres::Client,
+}
+
+impl Pg {
+    pub fn open(url: &str) -> Result<Pg> {
+        let mut db = postgres::Client::connect(url, postgres::NoTls)
+            .with_context(|| format!("cannot connect to PostgreSQL ({url})"))?;
+        let mut tx = db.transaction()?;
+        tx.execute("SELECT pg_advisory_xact_lock(7314159265)", &[])?;
+        tx.batch_execute("CREATE TABLE IF NOT EXISTS apiwatch_schema (version INTEGER NOT NULL)")?;
+        let version: i32 = match tx.query_opt("SELECT version FROM apiwatch_schema", &[])? {
+            Some(r) => r.get(0),
+            None => {
+                tx.execute("INSERT INTO apiwatch_schema VALUES (0)", &[])?;
+                0
+            }
+        };
+        if version as usize > PG_MIGRATIONS.len() {
+            anyhow::bail!(
+                "PostgreSQL schema version {version} is newer than this apiwatch knows ({}): upgrade apiwatch",
+                PG_MIGRATIONS.len()
+            );
+        }
+        for (i, m) in PG_MIGRATIONS.iter().enumerate().skip(version as usize) {
+            tx.batch_execute(m).with_context(|| format!("PostgreSQL migration {}", i + 1))?;
+            tx.execute("UPDATE apiwatch_schema SET version = $1", &[&((i + 1) as i32)])?;
+        }
+        tx.commit()?;
+        Ok(Pg { db })
+    }
+
+    fn ingest(
+        &mut self,
+        from: &Sender,
+        stream: u64,
+        first_seq: u64,
+        records: &[Record],
+        now: i64,
+    ) -> Result<(u64, u64)> {
+        let mut tx = self.db.transaction()?;
+        let agent: i64 = tx
+            .query_one(
+                "INSERT INTO agents (name, fingerprint, first_seen, last_seen, last_addr) VALUES ($1, $2, $3, $3, $4)
+                 ON CONFLICT (name) DO UPDATE SET fingerprint = $2, last_seen = $3, last_addr = $4 RETURNING id",
+                &[&from.agent, &from.fingerprint, &now, &from.addr],
+            )?
+            .get(0);
+        let seqs: Vec<i64> = (0..records.len()).map(|i| (first_seq + i as u64) as i64).collect();
+        let kinds: Vec<&str> = records.iter().map(|r| r.kind).collect();
+        let ts: Vec<Option<&str>> = records.iter().map(|r| r.ts).collect();
+        let bodies: Vec<&str> = records.iter().map(|r| r.body).collect();
+        // One statement for the batch; a conflict (a record already stored, by this receiver
+        // or another) stores nothing and counts as a duplicate.
+        let stored = tx.execute(
+            "INSERT INTO records (agent, stream, seq, kind, ts, received, body)
+             SELECT $1, $2, u.seq, u.kind, u.ts, $3, u.body
+             FROM UNNEST($4::BIGINT[], $5::TEXT[], $6::TEXT[], $7::TEXT[]) AS u (seq, kind, ts, body)
+             ON CONFLICT (agent, stream, seq) DO NOTHING",
+            &[&agent, &(stream as i64), &now, &seqs, &kinds, &ts, &bodies],
+        )?;
+        let dups = records.len() as u64 - stored;
+        tx.execute(
+            "UPDATE agents SET records = records + $2, duplicates = duplicates + $3 WHERE id = $1",
+            &[&agent, &(stored as i64), &(dups as i64)],
+        )?;
+        tx.commit()?;
+        Ok((stored, dups))
+    }
+
+    fn expire(&mut self, before: i64) -> Result<u64> {
+        Ok(self.db.execute("DELETE FROM records WHERE received < $1", &[&before])?)
+    }
+
+    fn agents(&mut self) -> Result<Vec<serde_json::Value>> {
+        Ok(self
+            .db
+            .query("SELECT name, fingerprint, first_seen, last_seen, records, duplicates, last_addr FROM agents ORDER BY name", &[])?
+            .iter()
+            .map(|r| {
+                serde_json::json!({
+                    "agent": r.get::<_, String>(0),
+                    "fingerprint": r.get::<_, String>(1),
+                    "first_seen": r.get::<_, i64>(2),
+                    "last_seen": r.get::<_, i64>(3),
+                    "records": r.get::<_, i64>(4),
+                    "duplicates": r.get::<_, i64>(5),
+                    "last_addr": r.get::<_, String>(6),
+                })
+            })
+            .collect())
+    }
+
+    fn records(
+        &mut self,
+        kinds: &[&str],
+        agent: Option<&str>,
+        since: Option<i64>,
+        limit: usize,
+    ) -> Result<Vec<(String, String)>> {
+        let kinds: Vec<String> = kinds.iter().map(|k| k.to_string()).collect();
+        let rows = self.db.query(
+            "SELECT a.name, r.body FROM records r JOIN agents a ON a.id = r.agent
+             WHERE (cardinality($1::TEXT[]) = 0 OR r.kind = ANY ($1)) AND ($2::TEXT IS NULL OR a.name = $2)
+               AND ($3::BIGINT IS NULL OR r.received >= $3)
+             ORDER BY r.id LIMIT $4",
+            &[&kinds, &agent, &since, &(limit.min(i64::MAX as usize) as i64)],
+        )?;
+        Ok(rows.iter().map(|r| (r.get(0), r.get(1))).collect())
+    }
+
+    fn count(&mut self, agent: Option<&str>) -> Result<u64> {
+        let n: i64 = self
+            .db
+            .query_one(
+                "SELECT COUNT(*) FROM records r JOIN agents a ON a.id = r.agent WHERE $1::TEXT IS NULL OR a.name = $1",
+                &[&agent],
+            )?
+            .get(0);
+        Ok(n as u64)
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -224,8 +439,9 @@ mod tests {
         assert_eq!(s.ingest(&from, 8, 0, &recs[..1], 103).unwrap(), (1, 0));
         assert_eq!(s.count(Some("a1")).unwrap(), 9);
         drop(s);
-        let s = Store::open(&path).unwrap();
-        assert_eq!(s.schema_version().unwrap(), MIGRATIONS.len() as i64);
+        let mut s = Store::open(&path).unwrap();
+        let Store::Sqlite(ref q) = s else { unreachable!() };
+        assert_eq!(q.schema_version().unwrap(), MIGRATIONS.len() as i64);
         let a = s.agents().unwrap();
         assert_eq!((a[0]["records"].as_i64(), a[0]["duplicates"].as_i64()), (Some(9), Some(7)));
         assert_eq!(s.records(&["inventory"], Some("a1"), None, 100).unwrap().len(), 9);
