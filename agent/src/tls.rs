@@ -191,6 +191,9 @@ pub fn explain(e: &(dyn std::error::Error + 'static)) -> String {
                     rustls::CertificateError::UnknownIssuer => {
                         "the sink's certificate is not issued by a trusted CA (check ca_file)".into()
                     }
+                    rustls::CertificateError::BadSignature => {
+                        "the sink's certificate is not issued by a trusted CA: its signature does not verify with the CA of that name in ca_file (another CA with the same name?)".into()
+                    }
                     rustls::CertificateError::NotValidForName
                     | rustls::CertificateError::NotValidForNameContext { .. } => {
                         format!("the sink's certificate is not valid for the name in the URL ({c:?})")

@@ -216,9 +216,33 @@ fn records_wait_in_the_spool_while_the_sink_is_down() {
     // A port nobody listens on yet.
     let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
     let cfg = agent_config(dir, "a1", &c, Some("a1"), &format!("https://127.0.0.1:{port}"), "");
-    // The agent stops with everything spooled (the sink is down)...
-    let (n, e) = replay(dir, &cfg, &pcap("api-keepalive.pcap"), 1);
-    assert!(e.contains(&format!("0 records delivered, {n} left in the spool")), "{e}");
+    // The agent is killed (SIGKILL) while it retries, everything spooled (the sink is
+    // down)...
+    let mut agent = Command::new(bin())
+        .args(["replay", "--config", cfg.to_str().unwrap(), "-o", dir.join("a1.jsonl").to_str().unwrap()])
+        .args(["--drain-timeout", "600"])
+        .arg(pcap("api-keepalive.pcap"))
+        .current_dir(dir)
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let spool = dir.join("state-a1/spool/127.0.0.1");
+    let t0 = std::time::Instant::now();
+    let spooled =
+        || {
+            std::fs::read_dir(&spool).ok().into_iter().flatten().flatten().any(|e| {
+                e.path().extension().is_some_and(|x| x == "seg") && e.metadata().map(|m| m.len()).unwrap_or(0) > 0
+            })
+        };
+    while !spooled() || std::fs::read_to_string(dir.join("a1.jsonl")).map(|t| t.is_empty()).unwrap_or(true) {
+        assert!(t0.elapsed() < Duration::from_secs(20), "nothing spooled");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    std::thread::sleep(Duration::from_millis(300));
+    agent.kill().unwrap();
+    agent.wait().unwrap();
+    let n = std::fs::read_to_string(dir.join("a1.jsonl")).unwrap().lines().count();
+    assert!(n >= 30);
     // ... is started again, and while it waits the sink comes up: all arrives, once.
     let d = dir.to_path_buf();
     let (cfg2, empty) = (cfg.clone(), empty_pcap(dir));
@@ -303,6 +327,38 @@ fn the_agent_refuses_a_sink_with_the_wrong_name_or_pin() {
     let (n, e) = replay(dir, &pinned, &file, 2);
     assert!(e.contains(&format!("0 records delivered, {n} left")), "{e}");
     assert!(e.contains("is not one of the pinned ones"), "{e}");
+    // A CA that did not issue the sink's certificate.
+    let strange = agent_config(dir, "strange", &c, Some("a1"), &url, "");
+    let text = std::fs::read_to_string(&strange)
+        .unwrap()
+        .replace(&format!("ca_file = {:?}", c2.join("ca.pem")), &format!("ca_file = {:?}", c.join("ca.pem")));
+    std::fs::write(&strange, text).unwrap();
+    let (n, e) = replay(dir, &strange, &file, 2);
+    assert!(e.contains(&format!("0 records delivered, {n} left")), "{e}");
+    assert!(e.contains("not issued by a trusted CA"), "{e}");
+    // A malformed batch from a good agent: refused with a status and a reason.
+    let curl = |body: &str, count: &str| {
+        let o = Command::new("curl")
+            .args(["-s", "-w", "\n%{http_code}", "--cacert"])
+            .arg(c2.join("ca.pem"))
+            .arg("--cert")
+            .arg(c2.join("agent-a1.pem"))
+            .arg("--key")
+            .arg(c2.join("agent-a1-key.pem"))
+            .args(["-H", "X-Apiwatch-Stream: 00ff", "-H", "X-Apiwatch-First-Seq: 0", "-H"])
+            .arg(format!("X-Apiwatch-Count: {count}"))
+            .args(["--data-binary", body])
+            .arg(format!("{url}/v1/records"))
+            .output()
+            .unwrap();
+        String::from_utf8_lossy(&o.stdout).to_string()
+    };
+    let r = curl("{\"kind\":\"inventory\"}\nnot json\n", "2");
+    assert!(r.ends_with("\n400") && r.contains("line 2: not a record"), "{r}");
+    let r = curl("{\"kind\":\"inventory\"}\n", "3");
+    assert!(r.ends_with("\n400") && r.contains("says 3 records, the body has 1"), "{r}");
+    let r = curl("{\"kind\":\"inventory\"}\n", "1");
+    assert!(r.ends_with("\n200") && r.contains("\"stored\":1"), "{r}");
     // The right pin: delivered.
     let fp = apiwatch::tls::fingerprint(&apiwatch::tls::load_certs(&c2.join("sink.pem")).unwrap()[0]);
     let right = agent_config(dir, "right", &c2, Some("a1"), &url, &format!("pin_sha256 = [{fp:?}]"));
