@@ -23,14 +23,12 @@ fn ms(ts: Option<&Value>) -> Option<i64> {
 
 /// The CEF severity (0-10) of a sensitive type (see ocsf.rs for the same scale).
 fn severity(ty: &str, external: bool) -> u8 {
-    let base: u8 = match ty {
-        "ip_address" => 1,
-        "email" | "phone" | "date_of_birth" => 3,
-        "password" | "secret" | "session_id" | "jwt" | "private_key" | "aws_access_key_id" | "aws_secret_key"
-        | "github_token" | "gitlab_token" | "slack_token" | "stripe_key" | "google_api_key" | "azure_storage_key"
-        | "azure_sas" | "credit_card" | "us_ssn" | "iban" | "us_aba_routing" | "passport" | "uk_nino"
-        | "in_aadhaar" | "es_dni" | "nl_bsn" => 7,
-        _ => 5,
+    use crate::ocsf::Sensitivity;
+    let base: u8 = match crate::ocsf::sensitivity(ty) {
+        Sensitivity::Network => 1,
+        Sensitivity::Contact => 3,
+        Sensitivity::Critical => 7,
+        Sensitivity::Other => 5,
     };
     (base + if external { 2 } else { 0 }).min(10)
 }

@@ -93,6 +93,9 @@ enum SinkCmd {
         /// Agents whose certificate has already expired (to test refusals).
         #[arg(long = "expired-agent", value_delimiter = ',', hide = true)]
         expired_agents: Vec<String>,
+        /// Make the sink's certificate an expired one (to test refusals).
+        #[arg(long, hide = true)]
+        expired_sink: bool,
     },
 }
 
@@ -436,13 +439,14 @@ fn run() -> Result<ExitCode> {
                 print!("{}", apiwatch::sink::query(store, &what, &kind, agent.as_deref(), limit, json)?);
                 Ok(ExitCode::SUCCESS)
             }
-            Some(SinkCmd::Certs { out, sink_names, agents, days, expired_agents }) => {
+            Some(SinkCmd::Certs { out, sink_names, agents, days, expired_agents, expired_sink }) => {
                 let files = apiwatch::sink::certs::make(&apiwatch::sink::certs::CertsOptions {
                     dir: &out,
                     sink_names: &sink_names,
                     agents: &agents,
                     days,
                     expired_agents: &expired_agents,
+                    expired_sink,
                 })?;
                 for f in files {
                     println!("{f}");

@@ -135,21 +135,70 @@ fn titled(m: &str) -> String {
     s
 }
 
+/// How sensitive a data type is, for severities (OCSF here, CEF in cef.rs).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Sensitivity {
+    /// IP addresses.
+    Network,
+    /// Email, phone, date of birth.
+    Contact,
+    /// Credentials, keys, tokens, card numbers, national and bank identifiers.
+    Critical,
+    /// Anything else (custom types).
+    Other,
+}
+
+pub fn sensitivity(ty: &str) -> Sensitivity {
+    match ty {
+        "ip_address" => Sensitivity::Network,
+        "email" | "phone" | "date_of_birth" => Sensitivity::Contact,
+        "password" | "secret" | "session_id" | "jwt" | "private_key" | "aws_access_key_id" | "aws_secret_key"
+        | "github_token" | "gitlab_token" | "slack_token" | "stripe_key" | "google_api_key" | "azure_storage_key"
+        | "azure_sas" | "credit_card" | "us_ssn" | "iban" | "us_aba_routing" | "passport" | "uk_nino"
+        | "in_aadhaar" | "es_dni" | "nl_bsn" => Sensitivity::Critical,
+        _ => Sensitivity::Other,
+    }
+}
+
 /// Severity of a sensitive type: credentials and national or financial identifiers are
 /// High, contact details Low, addresses Informational; one step more when an external
 /// client is involved.
 fn severity_of(ty: &str, external: bool) -> (u64, &'static str) {
-    let base = match ty {
-        "ip_address" => 1,
-        "email" | "phone" | "date_of_birth" => 2,
-        "password" | "secret" | "session_id" | "jwt" | "private_key" | "aws_access_key_id" | "aws_secret_key"
-        | "github_token" | "gitlab_token" | "slack_token" | "stripe_key" | "google_api_key" | "azure_storage_key"
-        | "azure_sas" | "credit_card" | "us_ssn" | "iban" | "us_aba_routing" | "passport" | "uk_nino"
-        | "in_aadhaar" | "es_dni" | "nl_bsn" => 4,
-        _ => 3,
+    let base = match sensitivity(ty) {
+        Sensitivity::Network => 1,
+        Sensitivity::Contact => 2,
+        Sensitivity::Critical => 4,
+        Sensitivity::Other => 3,
     };
     let id = (base + u64::from(external)).min(5);
     (id, ["Unknown", "Informational", "Low", "Medium", "High", "Critical"][id as usize])
+}
+
+/// What every Detection Finding we make has.
+fn finding(r: &Value, severity_id: u64, title: &str) -> Value {
+    json!({
+        "class_uid": 2004,
+        "class_name": "Detection Finding",
+        "category_uid": 2,
+        "category_name": "Findings",
+        "activity_id": 1,
+        "activity_name": "Create",
+        "type_uid": 200401,
+        "time": epoch_ms(r.get("ts")),
+        "severity_id": severity_id,
+        "status_id": 1,
+        "status": "New",
+        "message": title,
+        "metadata": metadata(r),
+    })
+}
+
+/// `extra`'s members into `v`.
+fn merged(mut v: Value, extra: Value) -> Value {
+    if let (Some(m), Value::Object(x)) = (v.as_object_mut(), extra) {
+        m.extend(x);
+    }
+    v
 }
 
 /// Detection Finding (2004) for a sensitive-data record.
@@ -165,23 +214,10 @@ fn sensitive_finding(r: &Value) -> Value {
         "external_exposure" => format!("{ty} exposed to an external client by {endpoint}"),
         _ => format!("{ty} in {} {} of {endpoint}", g("location"), g("field")),
     };
-    let mut v = json!({
-        "class_uid": 2004,
-        "class_name": "Detection Finding",
-        "category_uid": 2,
-        "category_name": "Findings",
-        "activity_id": 1,
-        "activity_name": "Create",
-        "type_uid": 200401,
-        "time": epoch_ms(r.get("ts")),
-        "severity_id": sev,
+    let extra = json!({
         "severity": sev_name,
-        "status_id": 1,
-        "status": "New",
         "confidence_score": confidence,
         "confidence_id": if confidence >= 85 { 3 } else if confidence >= 50 { 2 } else { 1 },
-        "message": title,
-        "metadata": metadata(r),
         "finding_info": {
             "uid": format!("{host} {method} {template} {ty} {} {} {event}", g("location"), g("field")),
             "title": title,
@@ -210,6 +246,7 @@ fn sensitive_finding(r: &Value) -> Value {
         }],
         "unmapped": {"external": external, "event": event},
     });
+    let mut v = merged(finding(r, sev, &title), extra);
     strip_nulls(&mut v);
     v
 }
@@ -226,19 +263,7 @@ fn detection_finding(r: &Value) -> Value {
         _ => 3,
     };
     let title = if g("title").is_empty() { g("rule").to_string() } else { g("title").to_string() };
-    let mut v = json!({
-        "class_uid": 2004,
-        "class_name": "Detection Finding",
-        "category_uid": 2,
-        "category_name": "Findings",
-        "activity_id": 1,
-        "activity_name": "Create",
-        "type_uid": 200401,
-        "time": epoch_ms(r.get("ts")),
-        "severity_id": sev,
-        "status_id": 1,
-        "message": title,
-        "metadata": metadata(r),
+    let extra = json!({
         "finding_info": {
             "uid": r.get("id").cloned().unwrap_or_else(|| json!(format!("{} {} {}", g("rule"), g("host"), g("ts")))),
             "title": title,
@@ -249,6 +274,7 @@ fn detection_finding(r: &Value) -> Value {
         "resources": [{"type": "API Endpoint", "uid": format!("{} {}{}", g("method"), g("host"), g("template"))}],
         "unmapped": r.clone(),
     });
+    let mut v = merged(finding(r, sev, &title), extra);
     strip_nulls(&mut v);
     v
 }

@@ -327,6 +327,27 @@ fn the_agent_refuses_a_sink_with_the_wrong_name_or_pin() {
     let (n, e) = replay(dir, &pinned, &file, 2);
     assert!(e.contains(&format!("0 records delivered, {n} left")), "{e}");
     assert!(e.contains("is not one of the pinned ones"), "{e}");
+    // A sink whose certificate has expired.
+    let old = dir.join("pki3");
+    run(
+        &[
+            "sink",
+            "certs",
+            "--out",
+            old.to_str().unwrap(),
+            "--sink-name",
+            "127.0.0.1",
+            "--agent",
+            "a1",
+            "--expired-sink",
+        ],
+        dir,
+    );
+    let s3 = sink(dir, &old, &dir.join("sink3.db"), 0);
+    let expired = agent_config(dir, "expired", &old, Some("a1"), &format!("https://127.0.0.1:{}", s3.port), "");
+    let (n, e) = replay(dir, &expired, &file, 2);
+    assert!(e.contains(&format!("0 records delivered, {n} left")), "{e}");
+    assert!(e.contains("the sink's certificate has expired"), "{e}");
     // A CA that did not issue the sink's certificate.
     let strange = agent_config(dir, "strange", &c, Some("a1"), &url, "");
     let text = std::fs::read_to_string(&strange)

@@ -20,6 +20,8 @@ pub struct CertsOptions<'a> {
     pub days: i64,
     /// Agents whose certificate expired yesterday (for tests of refusal).
     pub expired_agents: &'a [String],
+    /// Make the sink's certificate an expired one (for tests of refusal).
+    pub expired_sink: bool,
 }
 
 fn write_key(path: &Path, pem: &str) -> Result<()> {
@@ -99,7 +101,7 @@ pub fn make(o: &CertsOptions) -> Result<Vec<String>> {
             Ok(())
         };
     if !o.sink_names.is_empty() {
-        issue("sink", &o.sink_names[0], o.sink_names.to_vec(), ExtendedKeyUsagePurpose::ServerAuth, false)?;
+        issue("sink", &o.sink_names[0], o.sink_names.to_vec(), ExtendedKeyUsagePurpose::ServerAuth, o.expired_sink)?;
     }
     for a in o.agents {
         issue(&format!("agent-{a}"), a, vec![a.clone()], ExtendedKeyUsagePurpose::ClientAuth, false)?;
