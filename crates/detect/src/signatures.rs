@@ -390,7 +390,9 @@ mod tests {
 
     #[test]
     fn families_flag_their_attacks_and_not_ordinary_values() {
-        let cases: &[(fn() -> Signature, &[&str], &[&str])] = &[
+        // (signature, attacks it must flag, ordinary values it must leave alone)
+        type Case = (fn() -> Signature, &'static [&'static str], &'static [&'static str]);
+        let cases: &[Case] = &[
             (
                 traversal,
                 &[
