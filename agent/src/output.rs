@@ -194,10 +194,7 @@ impl RotatingFile {
 
     pub fn offer(&mut self, lines: &[u8]) -> Result<()> {
         for line in lines.split_inclusive(|&c| c == b'\n') {
-            let kind = line
-                .strip_prefix(b"{\"kind\":\"")
-                .and_then(|r| r.iter().position(|&c| c == b'"').map(|e| &r[..e]))
-                .unwrap_or(b"");
+            let kind = crate::remote::record_kind(line);
             if !self.kinds.iter().any(|k| k.as_bytes() == kind) {
                 continue;
             }

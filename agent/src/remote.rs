@@ -106,6 +106,11 @@ fn d_timeout() -> u64 {
     10
 }
 
+/// The kind of a record line: our records start `{"kind":"...`. Empty for other lines.
+pub fn record_kind(line: &[u8]) -> &[u8] {
+    line.strip_prefix(b"{\"kind\":\"").and_then(|r| r.iter().position(|&c| c == b'"').map(|e| &r[..e])).unwrap_or(b"")
+}
+
 /// Where a sink listens.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Endpoint {
@@ -398,10 +403,6 @@ impl Remote {
         Ok(r)
     }
 
-    pub fn counters(&self) -> &RemoteCounters {
-        &self.shared.counters
-    }
-
     /// The counters as (metric suffix, kind, value), for the metrics endpoint.
     pub fn snapshot(&self) -> (String, Vec<(&'static str, &'static str, u64)>) {
         let c = &self.shared.counters;
@@ -458,10 +459,7 @@ impl Remote {
     }
 
     fn wants(&self, line: &[u8]) -> bool {
-        let kind = line
-            .strip_prefix(b"{\"kind\":\"")
-            .and_then(|r| r.iter().position(|&c| c == b'"').map(|e| &r[..e]))
-            .unwrap_or(b"");
+        let kind = record_kind(line);
         self.kinds.iter().any(|k| k.as_bytes() == kind)
     }
 
@@ -744,6 +742,23 @@ impl Jitter {
     }
 }
 
+/// TCP then TLS to `ep`, the sink's certificate verified; errors in words.
+async fn tls_connect(
+    ep: &Endpoint,
+    tls: &Arc<rustls::ClientConfig>,
+) -> Result<tokio_rustls::client::TlsStream<tokio::net::TcpStream>, String> {
+    let tcp = tokio::net::TcpStream::connect((ep.host.as_str(), ep.port))
+        .await
+        .map_err(|e| format!("cannot connect to {}:{}: {e}", ep.host, ep.port))?;
+    let _ = tcp.set_nodelay(true);
+    let name = rustls::pki_types::ServerName::try_from(ep.host.clone())
+        .map_err(|e| format!("{:?} is not a valid server name: {e}", ep.host))?;
+    tokio_rustls::TlsConnector::from(tls.clone())
+        .connect(name, tcp)
+        .await
+        .map_err(|e| format!("TLS with {}:{}: {}", ep.host, ep.port, tls::explain(&e)))
+}
+
 /// A connection to the sink, and where its driver leaves the error that ended it (TLS 1.3
 /// servers refuse a client certificate after the handshake, so that is where it shows).
 struct Conn {
@@ -752,16 +767,7 @@ struct Conn {
 }
 
 async fn connect(ep: &Endpoint, tls: &Arc<rustls::ClientConfig>) -> Result<Conn, String> {
-    let tcp = tokio::net::TcpStream::connect((ep.host.as_str(), ep.port))
-        .await
-        .map_err(|e| format!("cannot connect to {}:{}: {e}", ep.host, ep.port))?;
-    let _ = tcp.set_nodelay(true);
-    let name = rustls::pki_types::ServerName::try_from(ep.host.clone())
-        .map_err(|e| format!("{:?} is not a valid server name: {e}", ep.host))?;
-    let mut stream = tokio_rustls::TlsConnector::from(tls.clone())
-        .connect(name, tcp)
-        .await
-        .map_err(|e| format!("TLS with {}:{}: {}", ep.host, ep.port, tls::explain(&e)))?;
+    let mut stream = tls_connect(ep, tls).await?;
     refused(&mut stream).await.map_err(|e| format!("TLS with {}:{}: {e}", ep.host, ep.port))?;
     let (send, conn) = hyper::client::conn::http1::handshake(hyper_util::rt::TokioIo::new(stream))
         .await
@@ -806,16 +812,7 @@ async fn write_syslog(
 ) -> Result<Posted, String> {
     use tokio::io::AsyncWriteExt;
     if conn.is_none() {
-        let tcp = tokio::net::TcpStream::connect((ep.host.as_str(), ep.port))
-            .await
-            .map_err(|e| format!("cannot connect to {}:{}: {e}", ep.host, ep.port))?;
-        let name = rustls::pki_types::ServerName::try_from(ep.host.clone())
-            .map_err(|e| format!("{:?} is not a valid server name: {e}", ep.host))?;
-        let s = tokio_rustls::TlsConnector::from(tls.clone())
-            .connect(name, tcp)
-            .await
-            .map_err(|e| format!("TLS with {}:{}: {}", ep.host, ep.port, tls::explain(&e)))?;
-        *conn = Some(s);
+        *conn = Some(tls_connect(ep, tls).await?);
     }
     let s = conn.as_mut().ok_or("no connection")?;
     {

@@ -350,11 +350,9 @@ async fn handle(
         if std::str::from_utf8(line).is_err() {
             return refuse(counters, StatusCode::BAD_REQUEST, format!("line {}: not UTF-8", i + 1));
         }
-        match serde_json::from_slice::<Head>(line) {
-            Ok(hd) if hd.kind().is_some() => {
-                recs.push(((a, z), hd.kind().unwrap_or_default(), hd.ts()));
-            }
-            Ok(_) => {
+        match serde_json::from_slice::<Head>(line).map(|hd| (hd.kind(), hd.ts())) {
+            Ok((Some(kind), ts)) => recs.push(((a, z), kind, ts)),
+            Ok((None, _)) => {
                 return refuse(
                     counters,
                     StatusCode::BAD_REQUEST,

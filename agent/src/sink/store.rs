@@ -265,10 +265,6 @@ impl Sqlite {
     pub fn schema_version(&self) -> Result<i64> {
         Ok(self.db.pragma_query_value(None, "user_version", |r| r.get(0))?)
     }
-
-    pub fn has_agent(&self, name: &str) -> Result<bool> {
-        Ok(self.db.query_row("SELECT 1 FROM agents WHERE name = ?1", params![name], |_| Ok(())).optional()?.is_some())
-    }
 }
 
 /// The PostgreSQL schema, in order (`apiwatch_schema` says how many are applied; receivers
