@@ -184,6 +184,7 @@ fn parse(rec: &[u8], mono_to_real: i64) -> Option<(TcpSegment<'_>, i64, u64)> {
             ack: u32_at(44),
             flags: h[62],
             window: 0,
+            header: &[],
             payload,
             seg_len: len as u32,
             checksum: Checksum::Unchecked,

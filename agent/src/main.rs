@@ -360,6 +360,7 @@ fn run() -> Result<ExitCode> {
                     "records": report.records,
                     "peak_rss_bytes": apiwatch::summary::peak_rss_bytes(),
                     "workers": a.workers,
+                    "thread_cpu_s": report.thread_cpu.iter().map(|(k, v)| (k.clone(), serde_json::json!(v))).collect::<serde_json::Map<String, serde_json::Value>>(),
                 });
                 let json = serde_json::to_string_pretty(&v)?;
                 std::fs::write(p, json + "\n").with_context(|| format!("cannot write {}", p.display()))?;

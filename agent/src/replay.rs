@@ -64,6 +64,20 @@ pub struct ReplayReport {
     pub error: Option<anyhow::Error>,
     /// What each remote output delivered, and what it left spooled.
     pub remotes: Vec<crate::remote::RemoteReport>,
+    /// CPU seconds spent by each thread of the pipeline ("reader", "worker N", "output"; one
+    /// "inline" thread when not sharded), to see where the time goes.
+    pub thread_cpu: Vec<(String, f64)>,
+}
+
+/// CPU time used so far by the calling thread, in seconds.
+pub fn thread_cpu_secs() -> f64 {
+    let mut t = libc::timespec { tv_sec: 0, tv_nsec: 0 };
+    // SAFETY: clock_gettime writes into the timespec we own; the clock id is a constant.
+    let rc = unsafe { libc::clock_gettime(libc::CLOCK_THREAD_CPUTIME_ID, &mut t) };
+    if rc != 0 {
+        return 0.0;
+    }
+    t.tv_sec as f64 + t.tv_nsec as f64 * 1e-9
 }
 
 pub fn replay(opts: &ReplayOptions) -> Result<ReplayReport> {
@@ -92,15 +106,19 @@ pub fn replay(opts: &ReplayOptions) -> Result<ReplayReport> {
         }
         None => None,
     };
-    let (stats, read_error) = if opts.workers <= 1 {
-        run_inline(&caps, &opts.engine, &mut out, &mut inv, &mut progress)?
+    let cpu0 = thread_cpu_secs();
+    let (stats, read_error, mut thread_cpu) = if opts.workers <= 1 {
+        let (s, e) = run_inline(&caps, &opts.engine, &mut out, &mut inv, &mut progress)?;
+        (s, e, vec![("inline".to_string(), thread_cpu_secs() - cpu0)])
     } else {
         run_sharded(&caps, &opts.engine, &opts.render, opts.workers, &mut out, &mut inv, &mut progress)?
     };
+    let cpu1 = thread_cpu_secs();
     if let Some(i) = inv.as_mut() {
         i.finish(&mut out)?;
     }
     out.flush()?;
+    thread_cpu.push(("finish".to_string(), thread_cpu_secs() - cpu1));
     progress.done();
     let remotes = out.finish_remotes(opts.drain)?;
     let classify = inv.as_ref().and_then(|i| i.inv.sensitive.as_ref()).map(|s| s.counters.clone());
@@ -112,6 +130,7 @@ pub fn replay(opts: &ReplayOptions) -> Result<ReplayReport> {
         classify,
         error: error.or(read_error),
         remotes,
+        thread_cpu,
     })
 }
 
@@ -224,6 +243,7 @@ const EPOCH: u64 = 4096;
 /// Batches in flight per worker.
 const CHANNEL_DEPTH: usize = 4;
 
+/// A segment's TCP header and payload, laid end to end.
 enum Payload<'a> {
     Borrowed(&'a [u8]),
     /// Reassembled from IP fragments: not in the file.
@@ -243,9 +263,13 @@ struct Seg<'a> {
     flags: u8,
     window: u16,
     seg_len: u32,
-    checksum: Checksum,
+    /// The worker verifies the checksum (the reader leaves the payload untouched, so it
+    /// is first read by the core that parses it).
+    verify: bool,
     tunnel_depth: u8,
-    payload: Payload<'a>,
+    /// Length of the TCP header at the start of `bytes`.
+    header_len: u8,
+    bytes: Payload<'a>,
 }
 
 /// One epoch's segments for a worker, and the end offset of the epoch in the input.
@@ -300,21 +324,38 @@ fn render_into(
 fn worker(
     rx: Receiver<Option<Batch<'_>>>,
     tx: Sender<Rendered>,
+    recycled: Receiver<Rendered>,
     cfg: EngineConfig,
     opts: RenderOptions,
     observe: Option<ObserveConfig>,
-) -> Stats {
+) -> (Stats, f64) {
     let mut streams = Streams::new(cfg.flow, cfg.http);
     let observe = observe.as_ref();
+    let mut bad_checksums = 0u64;
     while let Ok(msg) = rx.recv() {
-        let mut r = Rendered { end: 0, text: Vec::new(), marks: Vec::new(), obs: Vec::new() };
+        // Buffers the output thread is done with: their memory is warm and already sized.
+        let mut r = recycled.try_recv().unwrap_or_else(|_| Rendered {
+            end: 0,
+            text: Vec::new(),
+            marks: Vec::new(),
+            obs: Vec::new(),
+        });
         match msg {
             Some(batch) => {
                 r.end = batch.end;
                 for s in &batch.segs {
-                    let payload = match &s.payload {
+                    let bytes = match &s.bytes {
                         Payload::Borrowed(b) => b,
                         Payload::Owned(v) => v.as_slice(),
+                    };
+                    let (header, payload) = bytes.split_at(s.header_len as usize);
+                    let checksum = if !s.verify {
+                        Checksum::Unchecked
+                    } else if apiwatch_wire::tcp_checksum_ok_parts(s.src, s.dst, header, payload) {
+                        Checksum::Good
+                    } else {
+                        bad_checksums += 1;
+                        Checksum::Bad
                     };
                     let seg = TcpSegment {
                         src: s.src,
@@ -325,9 +366,10 @@ fn worker(
                         ack: s.ack,
                         flags: s.flags,
                         window: s.window,
+                        header,
                         payload,
                         seg_len: s.seg_len,
-                        checksum: s.checksum,
+                        checksum,
                         tunnel_depth: s.tunnel_depth,
                     };
                     streams.segment(&seg, s.ts, s.idx);
@@ -354,8 +396,12 @@ fn worker(
     }
     let mut s = Stats::default();
     streams.stats_into(&mut s);
-    s
+    s.packets.bad_checksums += bad_checksums;
+    (s, thread_cpu_secs())
 }
+
+/// What the sharded run returns: counters, the error that stopped reading, CPU per thread.
+type Sharded = (Stats, Option<anyhow::Error>, Vec<(String, f64)>);
 
 fn run_sharded(
     caps: &[CaptureFile],
@@ -365,72 +411,95 @@ fn run_sharded(
     out: &mut NdjsonOutput,
     inv: &mut Option<InventoryStage>,
     progress: &mut Progress,
-) -> Result<(Stats, Option<anyhow::Error>)> {
-    let mut decode = Decode::new(cfg.decoder.clone());
+) -> Result<Sharded> {
+    let reader_cpu0 = thread_cpu_secs();
+    // Checksums are verified by the workers.
+    let verify = cfg.decoder.verify_checksums;
+    let mut decode = Decode::new(apiwatch_wire::DecoderConfig { verify_checksums: false, ..cfg.decoder.clone() });
     let ranges: Vec<(usize, usize)> = caps.iter().map(|c| (c.bytes().as_ptr() as usize, c.bytes().len())).collect();
     let done = AtomicU64::new(0);
-    std::thread::scope(|scope| -> Result<(Stats, Option<anyhow::Error>)> {
+    std::thread::scope(|scope| -> Result<Sharded> {
         let mut to_workers = Vec::new();
         let mut from_workers = Vec::new();
+        let mut back_to_workers = Vec::new();
         let mut handles = Vec::new();
-        for _ in 0..n {
+        for w in 0..n {
             let (stx, srx) = bounded::<Option<Batch<'_>>>(CHANNEL_DEPTH);
             let (rtx, rrx) = bounded::<Rendered>(CHANNEL_DEPTH);
+            let (btx, brx) = bounded::<Rendered>(CHANNEL_DEPTH);
             let (c, o, ob) = (cfg.clone(), opts.clone(), inv.as_ref().map(|i| i.observe.clone()));
-            handles.push(scope.spawn(move || worker(srx, rtx, c, o, ob)));
+            let h = std::thread::Builder::new()
+                .name(format!("aw-worker-{w}"))
+                .spawn_scoped(scope, move || worker(srx, rtx, brx, c, o, ob))?;
+            handles.push(h);
             to_workers.push(stx);
             from_workers.push(rrx);
+            back_to_workers.push(btx);
         }
         // Output thread: one Rendered per worker per epoch, merged in packet order.
         let done = &done;
-        let writer = scope.spawn(move || -> Result<()> {
-            'epochs: loop {
-                let mut parts = Vec::with_capacity(n);
-                for rx in &from_workers {
-                    match rx.recv() {
-                        Ok(r) => parts.push(r),
-                        Err(_) => break 'epochs,
-                    }
-                }
-                // Each worker's records are in packet order: merge them (ties go to the
-                // lower worker, as a stable sort would).
-                let mut pos = vec![(0usize, 0usize); parts.len()]; // (mark index, text start)
-                loop {
-                    let mut best: Option<(usize, (u64, u64))> = None;
-                    for (w, r) in parts.iter().enumerate() {
-                        if let Some(&(key, _)) = r.marks.get(pos[w].0) {
-                            if best.is_none_or(|(_, k)| key < k) {
-                                best = Some((w, key));
-                            }
+        let writer =
+            std::thread::Builder::new().name("aw-output".into()).spawn_scoped(scope, move || -> Result<f64> {
+                'epochs: loop {
+                    let mut parts = Vec::with_capacity(n);
+                    for rx in &from_workers {
+                        match rx.recv() {
+                            Ok(r) => parts.push(r),
+                            Err(_) => break 'epochs,
                         }
                     }
-                    let Some((w, _)) = best else { break };
-                    let (i, start) = pos[w];
-                    let end = parts[w].marks[i].1;
-                    out.raw(&parts[w].text[start..end], 1)?;
-                    if let (Some(stage), Some(Some(o))) = (inv.as_mut(), parts[w].obs.get(i)) {
-                        stage.observe(o, out)?;
+                    // Each worker's records are in packet order: merge them (ties go to the
+                    // lower worker, as a stable sort would).
+                    let mut pos = vec![(0usize, 0usize); parts.len()]; // (mark index, text start)
+                    loop {
+                        let mut best: Option<(usize, (u64, u64))> = None;
+                        for (w, r) in parts.iter().enumerate() {
+                            if let Some(&(key, _)) = r.marks.get(pos[w].0) {
+                                if best.is_none_or(|(_, k)| key < k) {
+                                    best = Some((w, key));
+                                }
+                            }
+                        }
+                        let Some((w, _)) = best else { break };
+                        let (i, start) = pos[w];
+                        let end = parts[w].marks[i].1;
+                        out.raw(&parts[w].text[start..end], 1)?;
+                        if let (Some(stage), Some(Some(o))) = (inv.as_mut(), parts[w].obs.get(i)) {
+                            stage.observe(o, out)?;
+                        }
+                        pos[w] = (i + 1, end);
                     }
-                    pos[w] = (i + 1, end);
+                    // Every worker is past this epoch: its input can be released.
+                    done.store(parts.iter().map(|p| p.end).min().unwrap_or(0), Ordering::Release);
+                    // Hand the buffers back (emptied, capacity kept) for a later epoch.
+                    for (w, mut r) in parts.into_iter().enumerate() {
+                        r.text.clear();
+                        r.marks.clear();
+                        r.obs.clear();
+                        let _ = back_to_workers[w].try_send(r);
+                    }
                 }
-                // Every worker is past this epoch: its input can be released.
-                done.store(parts.iter().map(|p| p.end).min().unwrap_or(0), Ordering::Release);
-            }
-            Ok(())
-        });
+                Ok(thread_cpu_secs())
+            })?;
 
         let mut batches: Vec<Vec<Seg<'_>>> = (0..n).map(|_| Vec::new()).collect();
         let safe = || done.load(Ordering::Acquire);
         let read_err = for_each_packet(caps, progress, &safe, |p, idx, end| {
             if let Some(seg) = decode.frame(p.linktype, p.data, p.orig_len, p.ts_ns) {
-                let ptr = seg.payload.as_ptr() as usize;
-                let payload = match ranges.iter().position(|&(s, l)| ptr >= s && ptr + seg.payload.len() <= s + l) {
+                // Header and payload, borrowed from the mapped file when they lie there end to
+                // end (always, except for datagrams reassembled from fragments).
+                let (hl, len) = (seg.header.len(), seg.header.len() + seg.payload.len());
+                let ptr = seg.header.as_ptr() as usize;
+                let adjacent = ptr + hl == seg.payload.as_ptr() as usize;
+                let bytes = match ranges.iter().position(|&(s, l)| adjacent && ptr >= s && ptr + len <= s + l) {
                     Some(i) => {
                         let off = ptr - ranges[i].0;
-                        Payload::Borrowed(&caps[i].bytes()[off..off + seg.payload.len()])
+                        Payload::Borrowed(&caps[i].bytes()[off..off + len])
                     }
-                    None => Payload::Owned(seg.payload.to_vec()),
+                    None => Payload::Owned([seg.header, seg.payload].concat()),
                 };
+                // A segment cut by the snap length cannot be verified.
+                let complete = seg.payload.len() as u32 == seg.seg_len && hl >= 20;
                 let w = shard_of(&seg, n);
                 batches[w].push(Seg {
                     idx,
@@ -444,9 +513,10 @@ fn run_sharded(
                     flags: seg.flags,
                     window: seg.window,
                     seg_len: seg.seg_len,
-                    checksum: seg.checksum,
+                    verify: verify && complete,
                     tunnel_depth: seg.tunnel_depth,
-                    payload,
+                    header_len: hl as u8,
+                    bytes,
                 });
             }
             if (idx + 1) % EPOCH == 0 {
@@ -460,15 +530,17 @@ fn run_sharded(
             let _ = tx.send(None);
         }
         drop(to_workers);
+        let mut cpu = vec![("reader".to_string(), thread_cpu_secs() - reader_cpu0)];
         let mut stats = Stats::default();
         decode.stats_into(&mut stats);
-        for h in handles {
-            let s = h.join().map_err(|_| anyhow!("a worker thread panicked"))?;
+        for (i, h) in handles.into_iter().enumerate() {
+            let (s, secs) = h.join().map_err(|_| anyhow!("a worker thread panicked"))?;
             stats.merge(&s);
+            cpu.push((format!("worker {i}"), secs));
         }
-        writer.join().map_err(|_| anyhow!("the output thread panicked"))??;
+        cpu.push(("output".to_string(), writer.join().map_err(|_| anyhow!("the output thread panicked"))??));
         sent?;
-        Ok((stats, read_err?))
+        Ok((stats, read_err?, cpu))
     })
 }
 

@@ -32,6 +32,7 @@ fuzz_target!(|data: &[u8]| {
             ack: u16::from_be_bytes([h[4], h[5]]) as u32 * 7,
             flags: h[1],
             window: 1000,
+            header: &[],
             payload,
             seg_len: payload.len() as u32 + (h[1] >> 6) as u32,
             checksum: Checksum::Unchecked,

@@ -3,7 +3,7 @@
 //!
 //! Makes (once, cached in `$APIWATCH_BENCH_DIR`, default `/var/tmp/apiwatch-bench`, outside
 //! git) two captures from real programs in network namespaces:
-//! - `small.pcap`: wrk hammering nginx with small JSON responses on keep-alive connections;
+//! - `small.pcap`: wrk hammering nginx with small JSON responses on 64 keep-alive connections;
 //! - `mixed.pcap`: the same plus curl downloading 4 MiB files alongside.
 //!
 //! Then, for each: a bare read loop with libpcap and with our reader (the ceiling), apiwatch
@@ -33,7 +33,7 @@ pub fn run(root: &Path, args: &[String]) -> Result<()> {
     if args.first().map(String::as_str) == Some("ship") {
         // The small-calls capture of the replay benchmark: one record per transaction.
         let target_mb: u64 = if quick { 80 } else { 520 };
-        let small = cache_dir().join(format!("small-{target_mb}.pcap"));
+        let small = cache_dir().join(capture_name("small", target_mb));
         if !small.exists() {
             std::fs::create_dir_all(cache_dir())?;
             make_capture(&small, target_mb << 20, false).with_context(|| format!("making {}", small.display()))?;
@@ -64,8 +64,8 @@ pub fn run(root: &Path, args: &[String]) -> Result<()> {
     let bin = release_binary(root)?;
     let dir = cache_dir();
     std::fs::create_dir_all(&dir)?;
-    let small = dir.join(format!("small-{target_mb}.pcap"));
-    let mixed = dir.join(format!("mixed-{target_mb}.pcap"));
+    let small = dir.join(capture_name("small", target_mb));
+    let mixed = dir.join(capture_name("mixed", target_mb));
     for (path, large) in [(&small, false), (&mixed, true)] {
         if !path.exists() {
             make_capture(path, target_mb << 20, large).with_context(|| format!("making {}", path.display()))?;
@@ -79,6 +79,15 @@ pub fn run(root: &Path, args: &[String]) -> Result<()> {
 }
 
 /// Record wrk (and curl downloads) against nginx until the capture reaches `bytes`.
+/// Client connections wrk keeps open while the captures are made. An API server sees many
+/// clients: with a handful of connections, flow sharding cannot spread the work evenly.
+const WRK_CONNECTIONS: u32 = 64;
+
+/// The cached capture's file name; it changes with how the capture is made.
+fn capture_name(kind: &str, target_mb: u64) -> String {
+    format!("{kind}-{target_mb}-c{WRK_CONNECTIONS}.pcap")
+}
+
 fn make_capture(out: &Path, bytes: u64, large: bool) -> Result<()> {
     netns::available().map_err(anyhow::Error::msg)?;
     println!("making {} (about {} MB, once; cached)", out.display(), bytes >> 20);
@@ -99,7 +108,7 @@ fn make_capture(out: &Path, bytes: u64, large: bool) -> Result<()> {
     // The headers a typical API client sends.
     let mut wrk = lab
         .cmd(&lab.cli, "wrk")
-        .args(["-t", "1", "-c", "8", "-d", "600s"])
+        .args(["-t", "1", "-c", &WRK_CONNECTIONS.to_string(), "-d", "600s"])
         .args(["-H", "Accept: application/json"])
         .args(["-H", "User-Agent: billing-service/2.4.1 (python-requests/2.31)"])
         .args(["-H", "Authorization: Bearer eyJhbGciOiJSUzI1NiIsInR5cCI6IkpXVCJ9.eyJzdWIiOiJzdmMtYmlsbGluZyIsInNjb3BlIjoiY3VzdG9tZXJzOnJlYWQifQ.c2lnbmF0dXJlLW9mLWEtdGVzdC10b2tlbg"])
@@ -153,6 +162,8 @@ struct Run {
     packets: u64,
     transactions: u64,
     peak_rss: u64,
+    /// CPU seconds per pipeline thread.
+    thread_cpu: BTreeMap<String, f64>,
 }
 
 fn apiwatch_run(bin: &Path, file: &Path, workers: usize) -> Result<Run> {
@@ -176,6 +187,10 @@ fn apiwatch_run_with(bin: &Path, file: &Path, workers: usize, extra: &[&str]) ->
         packets: v["packets"]["packets"].as_u64().unwrap_or(0),
         transactions: v["http"]["transactions"].as_u64().unwrap_or(0),
         peak_rss: v["run"]["peak_rss_bytes"].as_u64().unwrap_or(0),
+        thread_cpu: v["run"]["thread_cpu_s"]
+            .as_object()
+            .map(|m| m.iter().map(|(k, v)| (k.clone(), v.as_f64().unwrap_or(0.0))).collect())
+            .unwrap_or_default(),
     })
 }
 
@@ -288,6 +303,20 @@ fn bench_file(bin: &Path, name: &str, file: &Path, quick: bool) -> Result<()> {
         (r1 - r1_nocls).max(0.0) * 1e6 / tx.max(1) as f64
     );
     println!("  ratios: 1 worker = {:.2}x the libpcap read loop; 2 workers = {:.2}x 1 worker", lp / r1, r1 / r2);
+    // Where the CPU goes (the median run of each): sharding adds work (segments cross
+    // threads and caches), which bounds what a second core can give.
+    let cpu_of = |runs: &[Run]| -> (f64, String) {
+        let mut v: Vec<&Run> = runs.iter().collect();
+        v.sort_by(|a, b| a.secs.partial_cmp(&b.secs).unwrap_or(std::cmp::Ordering::Equal));
+        let m = v[v.len() / 2];
+        let total: f64 = m.thread_cpu.values().sum();
+        let parts: Vec<String> =
+            m.thread_cpu.iter().filter(|(_, &s)| s >= 0.005).map(|(k, s)| format!("{k} {s:.2}")).collect();
+        (total, parts.join(", "))
+    };
+    let (c1, _) = cpu_of(&one);
+    let (c2, p2) = cpu_of(&two);
+    println!("  CPU seconds: 1 worker {c1:.2}; 2 workers {c2:.2} ({p2})");
     println!(
         "  tshark on a {:.1} MB slice: {:.3} Gbit/s ({} requests) vs apiwatch {:.2} Gbit/s ({} transactions): {:.0}x",
         slice_size as f64 / 1e6,
@@ -598,7 +627,7 @@ fn inventory_memory(quick: bool) -> Result<()> {
         resp_type: Some("application/json".into()),
         query: Vec::new(),
         auth: Auth::Bearer,
-        external: n % 7 == 0,
+        external: n.is_multiple_of(7),
         client: "10.0.0.1".parse().expect("ip"),
         req_body: None,
         resp_body: Some(body.to_vec()),

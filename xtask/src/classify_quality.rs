@@ -198,8 +198,8 @@ fn bsn(r: &mut Rng) -> String {
 }
 
 fn nino(r: &mut Rng) -> String {
-    let a = *r.pick(&[b'A', b'C', b'E', b'H', b'J', b'L', b'P', b'R', b'S', b'W', b'Y']);
-    let b = *r.pick(&[b'A', b'B', b'C', b'E', b'H', b'J', b'L', b'M', b'P', b'R', b'S', b'W', b'Y']);
+    let a = *r.pick(b"ACEHJLPRSWY");
+    let b = *r.pick(b"ABCEHJLMPRSWY");
     let s = format!("{}{}{}{}", a as char, b as char, digits(r, 6), *r.pick(&['A', 'B', 'C', 'D']));
     if r.below(3) == 0 {
         format!("{} {} {} {} {}", &s[..2], &s[2..4], &s[4..6], &s[6..8], &s[8..])
@@ -527,7 +527,7 @@ pub fn generate_mix(docs: usize, seed: u64, planted_pct: u64, negative_pct: u64)
                     let text = match r.below(3) {
                         0 => format!("Customer {who} asked to update {v} before Friday."),
                         1 => format!("retrying request with {v} (attempt {})", 1 + r.below(5)),
-                        _ => format!("{v}"),
+                        _ => v.to_string(),
                     };
                     (r.pick(&["note", "message", "comment", "value", "data"]).to_string(), text, label)
                 } else {

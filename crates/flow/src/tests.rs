@@ -55,6 +55,7 @@ fn seg(from_client: bool, seq: u32, ack: u32, flags: u8, payload: &'static [u8])
         ack,
         flags,
         window: 1000,
+        header: &[],
         payload,
         seg_len: payload.len() as u32,
         checksum: Checksum::Good,

@@ -245,9 +245,12 @@ fn b64url_decode(s: &str) -> Option<Vec<u8>> {
 
 /// The `alg` of a JWT's header, if `token` is a JWT.
 pub fn jwt_alg(token: &str) -> Option<Box<str>> {
-    let mut parts = token.split('.');
-    let (h, p, _s) = (parts.next()?, parts.next()?, parts.next()?);
-    if parts.next().is_some() || h.len() > 2048 || p.is_empty() {
+    // Three dot-separated parts (memchr: this runs on every call that carries a token).
+    let b = token.as_bytes();
+    let d1 = memchr::memchr(b'.', b)?;
+    let d2 = d1 + 1 + memchr::memchr(b'.', &b[d1 + 1..])?;
+    let (h, p) = (&token[..d1], &token[d1 + 1..d2]);
+    if memchr::memchr(b'.', &b[d2 + 1..]).is_some() || h.len() > 2048 || p.is_empty() {
         return None;
     }
     #[derive(serde::Deserialize)]

@@ -197,11 +197,11 @@ impl MaterialGate {
     /// (carry the material, picked by the rate).
     pub fn check(&mut self, o: &Observation, tx: &apiwatch_model::Transaction) -> (bool, bool) {
         use std::hash::{Hash, Hasher};
-        // DefaultHasher::new() has fixed keys: the same hashes on every run.
-        let mut h = std::collections::hash_map::DefaultHasher::new();
+        // A fixed hash: the same picks on every run and every machine.
+        let mut h = Mix64::default();
         (tx.client, tx.server, tx.trans_depth, o.ts).hash(&mut h);
         let picked = h.finish().is_multiple_of(self.every);
-        let mut k = std::collections::hash_map::DefaultHasher::new();
+        let mut k = Mix64::default();
         (&o.host, &o.method, &o.path).hash(&mut k);
         let key = k.finish() | 1;
         let slot = &mut self.seen[(key as usize) % GATE_SLOTS];
@@ -210,6 +210,57 @@ impl MaterialGate {
         }
         slot.1 += 1;
         (picked || slot.1 <= self.first, picked)
+    }
+}
+
+/// A small fixed-key hasher (multiply and rotate per 8 bytes, a SplitMix64 finish): the
+/// sampling decisions must not depend on the process, the machine or the Rust release, and
+/// SipHash cost a few percent of replay time here.
+#[derive(Default)]
+struct Mix64(u64);
+
+impl Mix64 {
+    #[inline]
+    fn add(&mut self, w: u64) {
+        self.0 = (self.0 ^ w).wrapping_mul(0x9e37_79b9_7f4a_7c15).rotate_left(31);
+    }
+}
+
+impl std::hash::Hasher for Mix64 {
+    fn write(&mut self, bytes: &[u8]) {
+        let mut chunks = bytes.chunks_exact(8);
+        for c in &mut chunks {
+            self.add(u64::from_le_bytes(c.try_into().unwrap_or_default()));
+        }
+        let rest = chunks.remainder();
+        if !rest.is_empty() {
+            let mut b = [0u8; 8];
+            b[..rest.len()].copy_from_slice(rest);
+            self.add(u64::from_le_bytes(b) ^ (rest.len() as u64) << 59);
+        }
+    }
+
+    fn write_u8(&mut self, v: u8) {
+        self.add(u64::from(v) | 1 << 62);
+    }
+
+    fn write_u16(&mut self, v: u16) {
+        self.add(u64::from(v) | 2 << 62);
+    }
+
+    fn write_u32(&mut self, v: u32) {
+        self.add(u64::from(v));
+    }
+
+    fn write_u64(&mut self, v: u64) {
+        self.add(v);
+    }
+
+    fn finish(&self) -> u64 {
+        let mut z = self.0.wrapping_add(0x9e37_79b9_7f4a_7c15);
+        z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+        z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
+        z ^ (z >> 31)
     }
 }
 

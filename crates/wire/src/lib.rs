@@ -14,7 +14,7 @@ mod checksum;
 mod defrag;
 mod headers;
 
-pub use checksum::{ones_complement_sum, tcp_checksum_ok};
+pub use checksum::{ones_complement_sum, tcp_checksum_ok, tcp_checksum_ok_parts};
 pub use defrag::{DefragLimits, DefragStats};
 pub use headers::*;
 
@@ -78,6 +78,8 @@ pub struct TcpSegment<'a> {
     pub ack: u32,
     pub flags: u8,
     pub window: u16,
+    /// The TCP header, options included (empty when the capture did not carry it).
+    pub header: &'a [u8],
     /// Payload bytes actually captured.
     pub payload: &'a [u8],
     /// Payload length the IP header announces; larger than `payload.len()` when the frame
@@ -441,6 +443,7 @@ fn parse_tcp<'a>(ip: &IpHeader<'a>, tunnels: u8, verify: bool) -> Result<TcpSegm
         ack: u32::from_be_bytes([h[8], h[9], h[10], h[11]]),
         flags: h[13],
         window: u16::from_be_bytes([h[14], h[15]]),
+        header: &d[..doff],
         payload,
         seg_len: seg_len.max(payload.len() as u32),
         checksum,
