@@ -1,0 +1,578 @@
+//! One transaction on its own: what its request carries (injection signatures in the path,
+//! the query, the headers and the body; framing that smells of smuggling; credentials and
+//! tokens, and how they are sent) and what its response gives away (stack traces, debug
+//! pages, versions). Stateless apart from caches, so it runs in the worker that parsed the
+//! transaction; the [`crate::Detector`] does what needs memory across transactions.
+
+use crate::evidence::{mask_numbers, name as show_name, redact};
+use crate::jwt;
+use crate::leaks::{version_header, Leaks};
+use crate::normalize;
+use crate::rules::RuleId;
+use crate::signatures::{self, Signature};
+use apiwatch_model::{Flags, Transaction};
+
+/// Limits on what one transaction costs.
+#[derive(Debug, Clone)]
+pub struct InspectConfig {
+    /// Bytes of a request body read for signatures.
+    pub max_body_bytes: usize,
+    /// String values of a JSON or form body checked.
+    pub max_values: usize,
+    /// Bytes of a response body searched for leaks.
+    pub max_leak_bytes: usize,
+}
+
+impl Default for InspectConfig {
+    fn default() -> Self {
+        InspectConfig { max_body_bytes: 16 << 10, max_values: 256, max_leak_bytes: 16 << 10 }
+    }
+}
+
+/// One thing seen in one transaction.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Signal {
+    pub rule: RuleId,
+    /// Where: `path`, `query:NAME`, `header:NAME`, `body:/json/pointer`, `body`,
+    /// `response:body`, `response:header:NAME`, `framing`.
+    pub location: String,
+    /// The patterns or facts that made it, by name.
+    pub signs: Vec<&'static str>,
+    /// Redacted: never a credential or a data value.
+    pub evidence: String,
+}
+
+/// What the [`crate::Detector`] needs of a transaction beyond its signals.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Inspection {
+    pub signals: Vec<Signal>,
+    /// Who the request acts as: `jwt:SUB`, `basic:USER`, `apikey:HASH`, `session:HASH`.
+    pub principal: Option<String>,
+    /// The request is an attempt to log in (a login-like path with a body, or Basic
+    /// credentials), with a hash of the user name when one was sent.
+    pub login: Option<Option<u64>>,
+}
+
+impl Inspection {
+    pub fn is_empty(&self) -> bool {
+        self.signals.is_empty() && self.principal.is_none() && self.login.is_none()
+    }
+}
+
+pub struct Inspector {
+    cfg: InspectConfig,
+    values: Vec<Signature>,
+    scanner: Signature,
+    traversal: Signature,
+    jndi: Signature,
+    xxe: Signature,
+    nosql: Signature,
+    leaks: Leaks,
+    jwts: jwt::Cache,
+}
+
+/// Query and form names that carry credentials.
+const CREDENTIAL_NAMES: &[&str] = &[
+    "api_key",
+    "apikey",
+    "api-key",
+    "access_token",
+    "accesstoken",
+    "auth_token",
+    "authtoken",
+    "id_token",
+    "refresh_token",
+    "token",
+    "jwt",
+    "password",
+    "passwd",
+    "pwd",
+    "secret",
+    "client_secret",
+    "private_token",
+    "sessionid",
+    "session_id",
+];
+
+/// Header names that carry API keys.
+const KEY_HEADERS: &[&str] = &["x-api-key", "api-key", "apikey", "x-apikey", "x-auth-token", "x-access-token"];
+
+/// Cookie names that carry a session.
+const SESSION_COOKIES: &[&str] = &["session", "sessionid", "sid", "phpsessid", "jsessionid", "connect.sid", "_session"];
+
+/// Body fields that carry the user name of a login.
+const USER_FIELDS: &[&str] = &["username", "user", "user_name", "login", "email", "userid", "user_id", "account"];
+
+fn text(b: &[u8]) -> &str {
+    std::str::from_utf8(b).unwrap_or("")
+}
+
+/// Bytes no attack can do without: a value made only of letters, digits and `_ . - @`
+/// (identifiers, numbers, slugs, e-mail addresses) is skipped, which is most values.
+fn plain(v: &[u8]) -> bool {
+    v.iter().all(|&c| c.is_ascii_alphanumeric() || matches!(c, b'_' | b'.' | b'-' | b'@'))
+}
+
+/// Header values are checked only when they hold a character injections need and browser
+/// or client strings do not: quotes, angle brackets, backticks, `$`, `|`, braces, `%`, or
+/// a comment marker.
+fn suspicious_header(v: &[u8]) -> bool {
+    v.iter().any(|&c| matches!(c, b'\'' | b'"' | b'<' | b'>' | b'`' | b'$' | b'|' | b'{' | b'}' | b'%' | b'\\'))
+        || memchr::memmem::find(v, b"--").is_some()
+        || memchr::memmem::find(v, b"/*").is_some()
+        || memchr::memmem::find(v, b"../").is_some()
+}
+
+fn short_hash(b: &[u8]) -> String {
+    use sha2::Digest;
+    let d = sha2::Sha256::digest(b);
+    d[..4].iter().map(|x| format!("{x:02x}")).collect()
+}
+
+fn hash64(b: &[u8]) -> u64 {
+    b.iter().fold(0xcbf2_9ce4_8422_2325u64, |h, &c| (h ^ c.to_ascii_lowercase() as u64).wrapping_mul(0x0100_0000_01b3))
+}
+
+/// A path that logs people in.
+fn login_like(path: &str) -> bool {
+    let p = path.to_ascii_lowercase();
+    ["login", "signin", "sign-in", "sign_in", "logon", "authenticate", "/auth", "/token", "/session", "/oauth"]
+        .iter()
+        .any(|w| p.contains(w))
+}
+
+impl Default for Inspector {
+    fn default() -> Self {
+        Inspector::new(InspectConfig::default())
+    }
+}
+
+impl Inspector {
+    pub fn new(cfg: InspectConfig) -> Inspector {
+        Inspector {
+            cfg,
+            values: signatures::value_signatures(),
+            scanner: signatures::scanner_agent(),
+            traversal: signatures::traversal(),
+            jndi: signatures::jndi(),
+            xxe: signatures::xxe(),
+            nosql: signatures::nosql(),
+            leaks: Leaks::default(),
+            jwts: jwt::Cache::default(),
+        }
+    }
+
+    /// Inspect one transaction; `out` is cleared first.
+    pub fn inspect(&mut self, tx: &Transaction, out: &mut Inspection) {
+        out.signals.clear();
+        out.principal = None;
+        out.login = None;
+        if let Some(req) = tx.request.as_deref() {
+            self.request(tx, req, out);
+        }
+        if let Some(resp) = tx.response.as_deref() {
+            self.response(resp, out);
+        }
+    }
+
+    /// Run the value signatures (and SSRF) on one raw value at `location`.
+    fn value(&self, location: &str, raw: &str, plus: bool, out: &mut Inspection) {
+        if raw.is_empty() || plain(raw.as_bytes()) {
+            return;
+        }
+        let v = normalize::value(raw, plus);
+        let mut jndi = false;
+        for s in &self.values {
+            if let Some(hit) = s.check(&v) {
+                jndi |= hit.signature == "jndi_lookup";
+                push(out, hit.signature, location, hit.signs, raw);
+            }
+        }
+        // A JNDI lookup names its server in a URL (`ldap://...`): that is the lookup, not a
+        // second attack.
+        if !jndi {
+            if let Some(hit) = signatures::ssrf(&v) {
+                push(out, hit.signature, location, hit.signs, raw);
+            }
+        }
+    }
+
+    fn request(&mut self, tx: &Transaction, req: &apiwatch_model::Request, out: &mut Inspection) {
+        let method = req.method();
+        if method.is_empty()
+            || method.len() > 24
+            || !method.iter().all(|c| c.is_ascii_uppercase() || *c == b'-' || *c == b'_')
+        {
+            out.signals.push(Signal {
+                rule: RuleId::InvalidMethod,
+                location: "method".into(),
+                signs: vec!["not_a_method"],
+                evidence: redact(&String::from_utf8_lossy(method), 40),
+            });
+        }
+        // Framing.
+        let head = &req.msg.head;
+        let mut framing = Vec::new();
+        if tx.flags.has(Flags::AMBIGUOUS_LENGTH) {
+            framing.push("conflicting_lengths");
+        }
+        let mut hosts = 0;
+        for (n, v) in head.iter() {
+            if n.eq_ignore_ascii_case(b"host") {
+                hosts += 1;
+            }
+            if n.eq_ignore_ascii_case(b"transfer-encoding") && !v.eq_ignore_ascii_case(b"chunked") {
+                framing.push("obfuscated_transfer_encoding");
+            }
+        }
+        if hosts > 1 {
+            framing.push("duplicate_host");
+        }
+        if !framing.is_empty() {
+            framing.dedup();
+            out.signals.push(Signal {
+                rule: RuleId::RequestSmuggling,
+                location: "framing".into(),
+                evidence: framing.join(", "),
+                signs: framing,
+            });
+        }
+        if tx.flags.has(Flags::OVERSIZED_HEADERS) {
+            out.signals.push(Signal {
+                rule: RuleId::OversizedHeaders,
+                location: "headers".into(),
+                signs: vec!["header_block_over_limit"],
+                evidence: format!("{} bytes of headers", req.msg.head_len),
+            });
+        }
+
+        // The target: path and query.
+        let uri = text(req.uri());
+        let (path, query) = match uri.find('?') {
+            Some(i) => (&uri[..i], Some(&uri[i + 1..])),
+            None => (uri, None),
+        };
+        let path = path.split('#').next().unwrap_or(path);
+        if !plain_path(path) {
+            let (resolved, escaped) = normalize::path(path);
+            let decoded = normalize::value(path, false);
+            let mut hit = self.traversal.check(&decoded);
+            if escaped {
+                let h = hit.get_or_insert(signatures::Hit { signature: "path_traversal", score: 0, signs: Vec::new() });
+                h.signs.push("escapes_root");
+            }
+            if let Some(h) = hit {
+                push(out, h.signature, "path", h.signs, path);
+            } else {
+                // Injections inside path segments (`/users/1'%20or%20'1'='1`).
+                for seg in resolved.split('/').filter(|s| !s.is_empty()) {
+                    self.value("path", seg, false, out);
+                }
+            }
+        }
+        if let Some(q) = query {
+            let mut n = 0;
+            for pair in q.split('&') {
+                n += 1;
+                if n > self.cfg.max_values {
+                    break;
+                }
+                let (name, value) = pair.split_once('=').unwrap_or((pair, ""));
+                let name_d = normalize::percent_decode(name, true);
+                let lname = name_d.to_ascii_lowercase();
+                if !value.is_empty()
+                    && (CREDENTIAL_NAMES.contains(&lname.as_str())
+                        || value.starts_with("eyJ") && value.matches('.').count() == 2)
+                {
+                    out.signals.push(Signal {
+                        rule: RuleId::CredentialsInUrl,
+                        location: format!("query:{}", show_name(&name_d)),
+                        signs: vec!["credential_parameter"],
+                        evidence: format!("{}=<{} characters>", show_name(&name_d), value.len()),
+                    });
+                    continue;
+                }
+                let loc = format!("query:{}", show_name(&name_d));
+                // The name itself can carry the attack (`?$where=`, `?a[$ne]=`).
+                if !plain(name.as_bytes()) {
+                    self.value(&loc, name, true, out);
+                }
+                self.value(&loc, value, true, out);
+            }
+        }
+
+        // Headers: tools, lookups, credentials.
+        let mut creds: Option<&'static str> = None;
+        for (n, v) in head.iter() {
+            if n.eq_ignore_ascii_case(b"user-agent") {
+                if let Some(hit) = self.scanner.check(&text(v).to_ascii_lowercase()) {
+                    push(out, hit.signature, "header:User-Agent", hit.signs, text(v));
+                }
+            }
+            if n.eq_ignore_ascii_case(b"authorization") {
+                self.authorization(tx, v, out, &mut creds);
+                continue;
+            }
+            if n.eq_ignore_ascii_case(b"cookie") {
+                for c in text(v).split(';') {
+                    let (cn, cv) = c.trim().split_once('=').unwrap_or(("", ""));
+                    if !cv.is_empty() && SESSION_COOKIES.iter().any(|s| s.eq_ignore_ascii_case(cn)) {
+                        out.principal.get_or_insert_with(|| format!("session:{}", short_hash(cv.as_bytes())));
+                    }
+                }
+            }
+            if KEY_HEADERS.iter().any(|k| n.eq_ignore_ascii_case(k.as_bytes())) && !v.is_empty() {
+                creds.get_or_insert("api_key_header");
+                out.principal.get_or_insert_with(|| format!("apikey:{}", short_hash(v)));
+                continue;
+            }
+            if suspicious_header(v) {
+                let name = String::from_utf8_lossy(n);
+                let loc = format!("header:{}", show_name(&name));
+                let v = text(v);
+                if let Some(hit) = self.jndi.check(&normalize::value(v, false)) {
+                    push(out, hit.signature, &loc, hit.signs, v);
+                }
+                // Values of cookies and tokens are not checked for injections (opaque, and
+                // never shown); other headers are.
+                if !n.eq_ignore_ascii_case(b"cookie") {
+                    self.value(&loc, v, false, out);
+                }
+            }
+        }
+        if let Some(how) = creds {
+            if !loopback(tx) {
+                out.signals.push(Signal {
+                    rule: RuleId::CleartextCredentials,
+                    location: "header".into(),
+                    signs: vec![how],
+                    evidence: format!("{how} over http"),
+                });
+            }
+        }
+
+        // The body.
+        let body = &req.msg.body.sample;
+        let ct = req.msg.content_type().map(|c| text(c).to_ascii_lowercase()).unwrap_or_default();
+        let login = login_like(path) && !body.is_empty();
+        let mut user: Option<u64> = None;
+        if !body.is_empty() {
+            let b = &body[..body.len().min(self.cfg.max_body_bytes)];
+            if ct.contains("json") {
+                if let Ok(v) = serde_json::from_slice::<serde_json::Value>(b) {
+                    let mut budget = self.cfg.max_values;
+                    self.json(&v, &mut String::new(), out, &mut budget, &mut user);
+                } else {
+                    self.raw_body(b, out);
+                }
+            } else if ct.contains("x-www-form-urlencoded") {
+                for pair in text(b).split('&').take(self.cfg.max_values) {
+                    let (name, value) = pair.split_once('=').unwrap_or((pair, ""));
+                    let name_d = normalize::percent_decode(name, true);
+                    if USER_FIELDS.contains(&name_d.to_ascii_lowercase().as_str()) {
+                        user = Some(hash64(normalize::percent_decode(value, true).as_bytes()));
+                    }
+                    if CREDENTIAL_NAMES.contains(&name_d.to_ascii_lowercase().as_str()) {
+                        continue;
+                    }
+                    let loc = format!("body:{}", show_name(&name_d));
+                    if !plain(name.as_bytes()) {
+                        self.value(&loc, name, true, out);
+                    }
+                    self.value(&loc, value, true, out);
+                }
+            } else if ct.contains("xml") || b.starts_with(b"<?xml") || b.starts_with(b"<!DOCTYPE") {
+                let t = String::from_utf8_lossy(b).to_ascii_lowercase();
+                if let Some(hit) = self.xxe.check(&t) {
+                    push(out, hit.signature, "body", hit.signs, &t);
+                }
+            } else if !ct.starts_with("multipart/") && !ct.starts_with("application/octet-stream") {
+                self.raw_body(b, out);
+            }
+        }
+        if login || out.login.is_some() {
+            out.login = Some(user.or(out.login.flatten()));
+        }
+    }
+
+    /// A body of no known structure: checked as one value when it is short text.
+    fn raw_body(&self, b: &[u8], out: &mut Inspection) {
+        if b.len() <= 4096 {
+            if let Ok(t) = std::str::from_utf8(b) {
+                self.value("body", t, false, out);
+            }
+        }
+    }
+
+    fn json(
+        &self,
+        v: &serde_json::Value,
+        path: &mut String,
+        out: &mut Inspection,
+        budget: &mut usize,
+        user: &mut Option<u64>,
+    ) {
+        if *budget == 0 {
+            return;
+        }
+        match v {
+            serde_json::Value::String(s) => {
+                *budget -= 1;
+                let loc = format!("body:{path}");
+                self.value(&loc, s, false, out);
+            }
+            serde_json::Value::Array(a) => {
+                for (i, x) in a.iter().enumerate() {
+                    let len = path.len();
+                    path.push_str(&format!("/{i}"));
+                    self.json(x, path, out, budget, user);
+                    path.truncate(len);
+                }
+            }
+            serde_json::Value::Object(m) => {
+                for (k, x) in m {
+                    let lk = k.to_ascii_lowercase();
+                    if USER_FIELDS.contains(&lk.as_str()) {
+                        if let serde_json::Value::String(u) = x {
+                            *user = Some(hash64(u.as_bytes()));
+                        }
+                    }
+                    let len = path.len();
+                    path.push('/');
+                    path.push_str(&show_name(k));
+                    // Operators as keys: `{"password": {"$ne": null}}`.
+                    if k.starts_with('$') {
+                        if let Some(hit) = self.nosql.check(&format!("\"{}\"", k.to_ascii_lowercase())) {
+                            push(out, hit.signature, &format!("body:{path}"), hit.signs, k);
+                        }
+                    }
+                    if CREDENTIAL_NAMES.contains(&lk.as_str()) && x.is_string() {
+                        path.truncate(len);
+                        continue;
+                    }
+                    self.json(x, path, out, budget, user);
+                    path.truncate(len);
+                }
+            }
+            _ => {}
+        }
+    }
+
+    fn authorization(&mut self, tx: &Transaction, v: &[u8], out: &mut Inspection, creds: &mut Option<&'static str>) {
+        let v = text(v).trim();
+        let (scheme, rest) = v.split_once(' ').unwrap_or((v, ""));
+        let rest = rest.trim();
+        if scheme.eq_ignore_ascii_case("basic") {
+            creds.get_or_insert("basic_auth");
+            use base64::Engine;
+            let user = base64::engine::general_purpose::STANDARD
+                .decode(rest)
+                .ok()
+                .and_then(|d| String::from_utf8(d).ok())
+                .and_then(|s| s.split_once(':').map(|(u, _)| u.chars().take(64).collect::<String>()));
+            if let Some(u) = user {
+                out.login = Some(Some(hash64(u.as_bytes())));
+                out.principal = Some(format!("basic:{}", redact_user(&u)));
+            }
+            return;
+        }
+        if !scheme.eq_ignore_ascii_case("bearer") || rest.is_empty() {
+            if !rest.is_empty() {
+                creds.get_or_insert("authorization_header");
+            }
+            return;
+        }
+        creds.get_or_insert("bearer_token");
+        let Some(j) = self.jwts.read(rest) else {
+            out.principal.get_or_insert_with(|| format!("token:{}", short_hash(rest.as_bytes())));
+            return;
+        };
+        out.principal = Some(match &j.sub {
+            Some(s) => format!("jwt:{}", redact_user(s)),
+            None => format!("jwt:{}", short_hash(rest.as_bytes())),
+        });
+        let status = tx.response.as_deref().map_or(0, |r| r.status);
+        let ok = (200..300).contains(&status);
+        let mut sig = |rule: RuleId, sign: &'static str, evidence: String| {
+            out.signals.push(Signal { rule, location: "header:Authorization".into(), signs: vec![sign], evidence });
+        };
+        if j.alg == "none" {
+            sig(RuleId::JwtAlgNone, "alg_none", "JWT header alg=none".into());
+        }
+        if j.weak_secret {
+            sig(
+                RuleId::JwtWeakSecret,
+                "dictionary_secret",
+                format!("JWT {} signed with a common secret", j.alg.to_uppercase()),
+            );
+        }
+        match j.exp {
+            None => sig(RuleId::JwtNoExpiry, "no_exp", "JWT without exp".into()),
+            Some(exp) => {
+                let now = tx.ts() / 1_000_000_000;
+                if ok && exp < now {
+                    sig(
+                        RuleId::JwtExpiredAccepted,
+                        "expired",
+                        format!("exp {} s before the request, answered {status}", now - exp),
+                    );
+                }
+            }
+        }
+    }
+
+    fn response(&self, resp: &apiwatch_model::Response, out: &mut Inspection) {
+        for (n, v) in resp.msg.head.iter() {
+            if version_header(n, v) {
+                out.signals.push(Signal {
+                    rule: RuleId::VersionDisclosure,
+                    location: format!("response:header:{}", String::from_utf8_lossy(n)),
+                    signs: vec!["versioned_software"],
+                    evidence: mask_numbers(
+                        &format!("{}: {}", String::from_utf8_lossy(n), String::from_utf8_lossy(v)),
+                        120,
+                    ),
+                });
+            }
+        }
+        let b = &resp.msg.body.sample;
+        if let Some((kind, excerpt)) = self.leaks.body(&b[..b.len().min(self.cfg.max_leak_bytes)]) {
+            out.signals.push(Signal {
+                rule: RuleId::ErrorLeak,
+                location: "response:body".into(),
+                signs: vec![kind],
+                evidence: excerpt,
+            });
+        }
+    }
+}
+
+/// A user name as shown: kept when it looks like a name, an e-mail address is cut to its
+/// first letter and domain.
+fn redact_user(u: &str) -> String {
+    match u.split_once('@') {
+        Some((local, domain)) => format!("{}***@{}", local.chars().next().unwrap_or('*'), domain),
+        None => u.chars().filter(|c| !c.is_control()).take(64).collect(),
+    }
+}
+
+/// A path with nothing an attack needs (no `%`, `.`-runs, quotes, brackets...).
+fn plain_path(p: &str) -> bool {
+    p.bytes().all(|c| c.is_ascii_alphanumeric() || matches!(c, b'/' | b'_' | b'-' | b'@' | b'~' | b':' | b',' | b'+'))
+        || (p.bytes().all(|c| c.is_ascii_alphanumeric() || matches!(c, b'/' | b'_' | b'-' | b'.' | b'~'))
+            && !p.contains(".."))
+}
+
+/// Both ends on loopback: the bytes never left the host.
+fn loopback(tx: &Transaction) -> bool {
+    tx.client.0.is_loopback() && tx.server.0.is_loopback()
+}
+
+fn push(out: &mut Inspection, signature: &'static str, location: &str, signs: Vec<&'static str>, raw: &str) {
+    let Some(rule) = RuleId::of_signature(signature) else { return };
+    // One signal per rule and place.
+    if out.signals.iter().any(|s| s.rule == rule && s.location == location) {
+        return;
+    }
+    out.signals.push(Signal { rule, location: location.to_string(), signs, evidence: redact(raw, 120) });
+}
