@@ -118,12 +118,23 @@ pub fn convert(line: &[u8]) -> Option<(String, u8)> {
         }
         "detection" => {
             e.extend([
-                ("dhost", g("host").to_string()),
-                ("requestMethod", g("method").to_string()),
-                ("request", g("template").to_string()),
-                ("src", p("/client/ip")),
-                ("cs1Label", "rule".into()),
-                ("cs1", g("rule").to_string()),
+                ("src", p("/actor/ip")),
+                ("suser", p("/actor/principal")),
+                ("dhost", p("/endpoint/host")),
+                ("requestMethod", p("/endpoint/method")),
+                ("request", p("/endpoint/template")),
+                ("outcome", p("/status")),
+                ("cnt", p("/count")),
+                ("externalId", p("/id")),
+                ("cs1Label", "owasp".into()),
+                ("cs1", p("/owasp")),
+                ("cs2Label", "mitre".into()),
+                ("cs2", format!("{} / {}", p("/mitre/tactic"), p("/mitre/technique"))),
+                ("cs3Label", "location".into()),
+                ("cs3", p("/location")),
+                ("cs4Label", "evidence".into()),
+                ("cs4", p("/evidence")),
+                ("msg", p("/explanation")),
             ]);
             let sev = match g("severity") {
                 "critical" => 10,
@@ -132,8 +143,8 @@ pub fn convert(line: &[u8]) -> Option<(String, u8)> {
                 _ => 3,
             };
             (
-                format!("detection:{}", g("rule")),
-                if g("title").is_empty() { g("rule").to_string() } else { g("title").to_string() },
+                format!("detection:{}", g("detection")),
+                format!("{} {} {}", g("detection"), p("/endpoint/method"), p("/endpoint/template")),
                 sev,
             )
         }
@@ -172,7 +183,16 @@ mod tests {
             assert!(!cef.contains('\n'));
             kinds.insert(cef.split('|').nth(4).unwrap().split(':').next().unwrap().to_string());
         }
-        assert_eq!(kinds.into_iter().collect::<Vec<_>>(), ["http_transaction", "inventory", "sensitive_data"]);
+        assert_eq!(
+            kinds.into_iter().collect::<Vec<_>>(),
+            ["detection", "http_transaction", "inventory", "sensitive_data"]
+        );
+        let det = text.lines().find(|l| l.contains("\"detection\":\"jwt_no_expiry\"")).unwrap();
+        let (cef, _) = convert(det.as_bytes()).unwrap();
+        assert!(
+            cef.contains("|detection:jwt_no_expiry|") && cef.contains("src=10.77.0.1") && cef.contains("cs1=API2:2023"),
+            "{cef}"
+        );
         let jwt = text.lines().find(|l| l.contains("\"type\":\"jwt\"")).unwrap();
         let (cef, sev) = convert(jwt.as_bytes()).unwrap();
         assert!(cef.contains("|sensitive_data:jwt|") && cef.contains("|7|"), "{cef}");

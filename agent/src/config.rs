@@ -32,6 +32,8 @@ pub struct Config {
     pub inventory: InventorySection,
     #[serde(default)]
     pub classify: ClassifySection,
+    #[serde(default)]
+    pub detect: DetectSection,
     /// Remote outputs (`[[outputs]]`), besides the NDJSON of `[output]`.
     #[serde(default)]
     pub outputs: Vec<crate::remote::RemoteConfig>,
@@ -52,6 +54,135 @@ pub struct ClassifySection {
     pub bytes_per_sec: u64,
     pub max_findings_per_message: usize,
     pub custom: Vec<CustomEntry>,
+}
+
+/// `[detect]`: runtime threat detections (see packaging/apiwatch.toml and docs/detections.md).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct DetectSection {
+    pub enabled: bool,
+    /// Detections turned off, by name.
+    pub disabled: Vec<String>,
+    pub window_secs: u64,
+    pub max_open: usize,
+    pub max_clients: usize,
+    pub max_body_bytes: usize,
+    pub brute_force_failures: u32,
+    pub stuffing_users: u32,
+    pub login_window_secs: u64,
+    pub spray_paths: u32,
+    pub spray_missing_ratio: f64,
+    pub spray_window_secs: u64,
+    pub allow: Vec<AllowEntry>,
+}
+
+/// `[[detect.allow]]`: findings left out when every given part matches.
+#[derive(Debug, Clone, Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+pub struct AllowEntry {
+    #[serde(default)]
+    pub detection: Option<String>,
+    #[serde(default)]
+    pub client: Option<String>,
+    #[serde(default)]
+    pub path_prefix: Option<String>,
+}
+
+impl Default for DetectSection {
+    fn default() -> Self {
+        let d = apiwatch_detect::DetectorConfig::default();
+        DetectSection {
+            enabled: true,
+            disabled: Vec::new(),
+            window_secs: d.window_secs,
+            max_open: d.max_open,
+            max_clients: d.max_clients,
+            max_body_bytes: apiwatch_detect::InspectConfig::default().max_body_bytes,
+            brute_force_failures: d.brute_force_failures,
+            stuffing_users: d.stuffing_users,
+            login_window_secs: d.login_window_secs,
+            spray_paths: d.spray_paths,
+            spray_missing_ratio: d.spray_missing_ratio,
+            spray_window_secs: d.spray_window_secs,
+            allow: Vec::new(),
+        }
+    }
+}
+
+impl DetectSection {
+    pub fn problems(&self) -> Vec<Problem> {
+        let mut v = Vec::new();
+        let known = || apiwatch_detect::RULES.iter().map(|r| r.name).collect::<Vec<_>>().join(", ");
+        for (i, d) in self.disabled.iter().enumerate() {
+            if apiwatch_detect::RuleId::by_name(d).is_none() {
+                v.push(problem(
+                    &format!("detect.disabled[{i}]"),
+                    format!("{d:?} is not a detection (known: {})", known()),
+                ));
+            }
+        }
+        for (key, n) in [
+            ("detect.window_secs", self.window_secs as usize),
+            ("detect.max_open", self.max_open),
+            ("detect.max_clients", self.max_clients),
+            ("detect.brute_force_failures", self.brute_force_failures as usize),
+            ("detect.stuffing_users", self.stuffing_users as usize),
+            ("detect.login_window_secs", self.login_window_secs as usize),
+            ("detect.spray_paths", self.spray_paths as usize),
+            ("detect.spray_window_secs", self.spray_window_secs as usize),
+        ] {
+            if n == 0 {
+                v.push(problem(key, "must be at least 1".into()));
+            }
+        }
+        if !(self.spray_missing_ratio > 0.0 && self.spray_missing_ratio <= 1.0) {
+            v.push(problem("detect.spray_missing_ratio", "must be above 0 and at most 1".into()));
+        }
+        for (i, a) in self.allow.iter().enumerate() {
+            if let Some(d) = &a.detection {
+                if apiwatch_detect::RuleId::by_name(d).is_none() {
+                    v.push(problem(&format!("detect.allow[{i}].detection"), format!("{d:?} is not a detection")));
+                }
+            }
+            if let Some(Err(e)) = a.client.as_deref().map(str::parse::<apiwatch_detect::detector::Net>) {
+                v.push(problem(&format!("detect.allow[{i}].client"), e));
+            }
+            if a.detection.is_none() && a.client.is_none() && a.path_prefix.is_none() {
+                v.push(problem(&format!("detect.allow[{i}]"), "names nothing: it would allow every finding".into()));
+            }
+        }
+        v
+    }
+
+    /// The detector's and inspector's settings, when detections are on (after `problems`).
+    pub fn build(&self) -> Option<(apiwatch_detect::DetectorConfig, apiwatch_detect::InspectConfig)> {
+        if !self.enabled {
+            return None;
+        }
+        let d = apiwatch_detect::DetectorConfig {
+            window_secs: self.window_secs,
+            max_open: self.max_open,
+            max_clients: self.max_clients,
+            disabled: self.disabled.iter().filter_map(|d| apiwatch_detect::RuleId::by_name(d)).collect(),
+            allow: self
+                .allow
+                .iter()
+                .map(|a| apiwatch_detect::detector::Allow {
+                    rule: a.detection.as_deref().and_then(apiwatch_detect::RuleId::by_name),
+                    client: a.client.as_deref().and_then(|c| c.parse().ok()),
+                    path_prefix: a.path_prefix.clone(),
+                })
+                .collect(),
+            brute_force_failures: self.brute_force_failures,
+            stuffing_users: self.stuffing_users,
+            login_window_secs: self.login_window_secs,
+            spray_paths: self.spray_paths,
+            spray_missing_ratio: self.spray_missing_ratio,
+            spray_window_secs: self.spray_window_secs,
+        };
+        let i = apiwatch_detect::InspectConfig { max_body_bytes: self.max_body_bytes, ..Default::default() };
+        Some((d, i))
+    }
 }
 
 /// A custom type: a regular expression, an optional validator, keywords for the field name.
@@ -574,6 +705,7 @@ impl Config {
         }
         v.extend(self.inventory.problems());
         v.extend(self.classify.problems());
+        v.extend(self.detect.problems());
         let mut names = std::collections::BTreeSet::new();
         for (i, o) in self.outputs.iter().enumerate() {
             v.extend(o.problems(i));

@@ -4,6 +4,7 @@
 pub mod capture;
 pub mod cef;
 pub mod config;
+pub mod detect;
 pub mod ebpf;
 pub mod engine;
 pub mod inventory;

@@ -14,11 +14,14 @@
 //! (`apiwatch_output_dropped_records_total`): a slow output never stalls capture.
 
 use crate::config::{Backend, Config, LogFormat};
+use crate::detect::DetectStage;
 use crate::engine::{Engine, Stats};
 use crate::inventory::InventoryStage;
 use crate::output::NdjsonOutput;
+use crate::replay::Analyzed;
 use anyhow::{anyhow, bail, Context, Result};
-use apiwatch_inventory::{Observation, ObserveConfig};
+use apiwatch_detect::{InspectConfig, Inspector};
+use apiwatch_inventory::ObserveConfig;
 use apiwatch_model::RenderOptions;
 use crossbeam_channel::{bounded, Receiver, Sender, TrySendError};
 use std::collections::BTreeMap;
@@ -88,6 +91,7 @@ struct Shared {
     reloads: AtomicU64,
     inventory: Mutex<Option<apiwatch_inventory::inventory::Counters>>,
     classify: Mutex<Option<apiwatch_inventory::sensitive::SensitiveCounters>>,
+    detect: Mutex<Option<apiwatch_detect::DetectorCounters>>,
     inventory_endpoints: AtomicU64,
     inventory_hosts: AtomicU64,
     inventory_saves_failed: AtomicU64,
@@ -99,7 +103,7 @@ struct Shared {
 enum OutMsg {
     /// Rendered records, their count, what they tell the inventory, the capture time of
     /// the batch, and when its first record was completed (for the output lag).
-    Records(Vec<u8>, u64, Vec<Observation>, i64, Instant),
+    Records(Vec<u8>, u64, Vec<Analyzed>, i64, Instant),
     Reopen(Option<PathBuf>),
 }
 
@@ -160,6 +164,10 @@ pub fn run(config_path: Option<&Path>, o: Overrides) -> Result<()> {
         None
     };
     let observe = inventory.as_ref().map(|s| s.observe.clone());
+    let (detect, inspect) = match cfg.detect.build() {
+        Some((d, i)) => (Some(DetectStage::new(d)), Some(i)),
+        None => (None, None),
+    };
     let save_every = Duration::from_secs(cfg.inventory.save_interval_secs.max(1));
     // The output is opened while still privileged (it may live where only root writes).
     let mut first_output = NdjsonOutput::new(cfg.output_path().as_deref(), RenderOptions::default())?;
@@ -184,7 +192,7 @@ pub fn run(config_path: Option<&Path>, o: Overrides) -> Result<()> {
         let shared = shared.clone();
         std::thread::Builder::new()
             .name("output".into())
-            .spawn(move || output_thread(first_output, out_rx, shared, inventory, save_every))?
+            .spawn(move || output_thread(first_output, out_rx, shared, inventory, detect, save_every))?
     };
     let live = Arc::new(Live {
         filter: Mutex::new(cfg.capture.bpf_filter()),
@@ -201,6 +209,7 @@ pub fn run(config_path: Option<&Path>, o: Overrides) -> Result<()> {
         engine: cfg.engine(),
         render,
         observe,
+        inspect,
         out: out_tx.clone(),
         stop: stop.clone(),
         live: live.clone(),
@@ -284,6 +293,7 @@ fn output_thread(
     rx: Receiver<OutMsg>,
     shared: Arc<Shared>,
     mut inventory: Option<InventoryStage>,
+    mut detect: Option<DetectStage>,
     save_every: Duration,
 ) -> Result<()> {
     let mut last_flush = Instant::now();
@@ -307,11 +317,16 @@ fn output_thread(
                     out.raw(&bytes, n)?;
                     shared.output_records.fetch_add(n, Ordering::Relaxed);
                     shared.output_lag_us.store(born.elapsed().as_micros() as u64, Ordering::Relaxed);
+                    let mut owner = crate::replay::Owner { inv: &mut inventory, det: &mut detect };
+                    for (o, d) in &obs {
+                        owner.analyzed(o.as_ref(), d.as_ref(), &mut out)?;
+                    }
                     if let Some(stage) = inventory.as_mut() {
-                        for o in &obs {
-                            stage.observe(o, &mut out)?;
-                        }
                         stage.tick(ts, &mut out)?;
+                    }
+                    if let Some(stage) = detect.as_mut() {
+                        stage.tick(ts, &mut out)?;
+                        *shared.detect.lock().unwrap_or_else(|e| e.into_inner()) = Some(stage.detector.counters.clone());
                     }
                 }
                 Ok(OutMsg::Reopen(p)) => {
@@ -346,6 +361,10 @@ fn output_thread(
         stage.tick(now_ns(), &mut out)?;
         out.flush()?;
         save(stage, &shared);
+    }
+    if let Some(stage) = detect.as_mut() {
+        stage.finish(&mut out)?;
+        out.flush()?;
     }
     // The sinks get a few seconds to take what is spooled; the rest waits for the next start.
     for r in out.finish_remotes(Duration::from_secs(5))? {
@@ -402,7 +421,8 @@ const BATCH_BYTES: usize = 256 << 10;
 struct Batcher {
     render: RenderOptions,
     observe: Option<ObserveConfig>,
-    obs: Vec<Observation>,
+    inspector: Option<Inspector>,
+    obs: Vec<Analyzed>,
     out: Sender<OutMsg>,
     shared: Arc<Shared>,
     buf: Vec<u8>,
@@ -413,10 +433,17 @@ struct Batcher {
 }
 
 impl Batcher {
-    fn new(render: RenderOptions, observe: Option<ObserveConfig>, out: Sender<OutMsg>, shared: Arc<Shared>) -> Self {
+    fn new(
+        render: RenderOptions,
+        observe: Option<ObserveConfig>,
+        inspect: Option<InspectConfig>,
+        out: Sender<OutMsg>,
+        shared: Arc<Shared>,
+    ) -> Self {
         Batcher {
             render,
             observe,
+            inspector: inspect.map(Inspector::new),
             obs: Vec::new(),
             out,
             shared,
@@ -436,8 +463,9 @@ impl Batcher {
                 }
                 NdjsonOutput::render(&self.render, &tx, &mut self.buf);
                 self.records += 1;
-                if let Some(o) = self.observe.as_ref().and_then(|cfg| Observation::of(&mut tx, cfg)) {
-                    self.obs.push(o);
+                let a = crate::replay::analyze(&mut tx, self.observe.as_ref(), self.inspector.as_mut());
+                if a.0.is_some() || a.1.is_some() {
+                    self.obs.push(a);
                 }
             }
         }
@@ -484,6 +512,7 @@ struct ThreadCtx {
     engine: crate::engine::EngineConfig,
     render: RenderOptions,
     observe: Option<ObserveConfig>,
+    inspect: Option<InspectConfig>,
     out: Sender<OutMsg>,
     stop: Arc<AtomicBool>,
     live: Arc<Live>,
@@ -496,12 +525,12 @@ fn capture_thread(
     ctx: ThreadCtx,
     pcap_settings: PcapSettings,
 ) -> Result<()> {
-    let ThreadCtx { engine: engine_cfg, render, observe, out, stop, live, shared } = ctx;
+    let ThreadCtx { engine: engine_cfg, render, observe, inspect, out, stop, live, shared } = ctx;
     let mut linktype = cap.get_datalink().0 as u32;
     let mut cap = Some(cap);
     let mut last_retry = Instant::now();
     let mut engine = Engine::new(engine_cfg);
-    let mut batcher = Batcher::new(render, observe, out, shared.clone());
+    let mut batcher = Batcher::new(render, observe, inspect, out, shared.clone());
     let mut idx = 0u64;
     let mut generation = 0;
     let mut last_publish = Instant::now() - Duration::from_secs(10);
@@ -590,9 +619,9 @@ fn capture_thread(
 }
 
 fn ebpf_thread(name: String, mut cap: crate::ebpf::EbpfCapture, ctx: ThreadCtx) -> Result<()> {
-    let ThreadCtx { engine: engine_cfg, render, observe, out, stop, live, shared } = ctx;
+    let ThreadCtx { engine: engine_cfg, render, observe, inspect, out, stop, live, shared } = ctx;
     let mut engine = Engine::new(engine_cfg);
-    let mut batcher = Batcher::new(render, observe, out, shared.clone());
+    let mut batcher = Batcher::new(render, observe, inspect, out, shared.clone());
     let mut idx = 0u64;
     let mut generation = 0;
     let mut last_publish = Instant::now() - Duration::from_secs(10);
@@ -756,6 +785,13 @@ fn metrics_text(shared: &Shared) -> String {
         for (field, kind, v) in fields {
             let _ =
                 writeln!(o, "# TYPE apiwatch_remote_{field} {kind}\napiwatch_remote_{field}{{output=\"{name}\"}} {v}");
+        }
+    }
+    if let Some(c) = shared.detect.lock().unwrap_or_else(|e| e.into_inner()).as_ref() {
+        if let Some(obj) = serde_json::to_value(c).ok().as_ref().and_then(|v| v.as_object()) {
+            for (k, v) in obj {
+                let _ = writeln!(o, "# TYPE apiwatch_detect_{k}_total counter\napiwatch_detect_{k}_total {v}");
+            }
         }
     }
     if let Some(c) = shared.classify.lock().unwrap_or_else(|e| e.into_inner()).as_ref() {

@@ -126,7 +126,7 @@ struct ShowArgs {
 /// configuration file, then these flags over it.
 #[derive(clap::Args)]
 struct InventoryArgs {
-    /// Take the [inventory], [classify] and [[outputs]] sections from this configuration file.
+    /// Take the [inventory], [classify], [detect] and [[outputs]] sections from this configuration file.
     #[arg(long = "config")]
     inventory_config: Option<PathBuf>,
     /// State directory of the inventory (loaded, then saved). Replay keeps none by default.
@@ -153,6 +153,19 @@ impl InventoryArgs {
         let s = match &self.inventory_config {
             Some(f) => apiwatch::config::Config::load(f).map(|c| c.classify).unwrap_or_default(),
             None => apiwatch::config::ClassifySection::default(),
+        };
+        let problems = s.problems();
+        if !problems.is_empty() {
+            anyhow::bail!("{}", problems.iter().map(|p| p.to_string()).collect::<Vec<_>>().join("; "));
+        }
+        Ok(s)
+    }
+
+    /// The `[detect]` section of the configuration file, or the defaults.
+    fn detect_section(&self) -> Result<apiwatch::config::DetectSection> {
+        let s = match &self.inventory_config {
+            Some(f) => apiwatch::config::Config::load(f).map(|c| c.detect).unwrap_or_default(),
+            None => apiwatch::config::DetectSection::default(),
         };
         let problems = s.problems();
         if !problems.is_empty() {
@@ -265,6 +278,9 @@ struct ReplayArgs {
     /// endpoint; it needs the inventory).
     #[arg(long)]
     no_classify: bool,
+    /// No runtime threat detections (no `detection` records).
+    #[arg(long)]
+    no_detect: bool,
     /// Seconds (packet time) a new endpoint must exist before it is reported.
     #[arg(long)]
     settle_secs: Option<u64>,
@@ -319,6 +335,7 @@ fn run() -> Result<ExitCode> {
                 };
                 Some(apiwatch::replay::InventoryOptions { cfg, observe, sensitive, state })
             };
+            let detect = if a.no_detect { None } else { a.inv.detect_section()?.build() };
             let (remotes, remote_state) = match &a.inv.inventory_config {
                 Some(f) => {
                     let c = apiwatch::config::Config::load(f).map_err(|p| {
@@ -345,6 +362,7 @@ fn run() -> Result<ExitCode> {
                 workers: a.workers,
                 progress: !a.quiet,
                 inventory,
+                detect,
                 remotes,
                 remote_state,
                 drain: std::time::Duration::from_secs(a.drain_timeout),
@@ -354,6 +372,7 @@ fn run() -> Result<ExitCode> {
                 // The counters, plus what this run measured (not deterministic).
                 let mut v = serde_json::to_value(&report.stats)?;
                 v["classify"] = serde_json::to_value(&report.classify)?;
+                v["detect"] = serde_json::to_value(&report.detect)?;
                 v["run"] = serde_json::json!({
                     "elapsed_s": report.elapsed.as_secs_f64(),
                     "input_bytes": report.input_bytes,

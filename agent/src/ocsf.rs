@@ -251,28 +251,61 @@ fn sensitive_finding(r: &Value) -> Value {
     v
 }
 
-/// Detection Finding (2004) for a detection record (issue 7): the rule, what it matched,
-/// the endpoint; fields our detection records do not have are left out.
+/// Detection Finding (2004) for a detection record: the rule with its OWASP category and
+/// ATT&CK tactic and technique, the actor, the endpoint, the redacted evidence. A window's
+/// closing count (`event` `repeated`) is an Update of the same finding (same uid).
 fn detection_finding(r: &Value) -> Value {
-    let g = |k: &str| r.get(k).and_then(Value::as_str).unwrap_or("");
-    let sev = match g("severity") {
+    let g = |k: &str| r.pointer(k).and_then(Value::as_str).unwrap_or("");
+    let sev = match g("/severity") {
         "low" => 2,
         "medium" => 3,
         "high" => 4,
         "critical" => 5,
         _ => 3,
     };
-    let title = if g("title").is_empty() { g("rule").to_string() } else { g("title").to_string() };
+    let (host, method, template) = (g("/endpoint/host"), g("/endpoint/method"), g("/endpoint/template"));
+    let title = format!("{} on {method} {host}{template} from {}", g("/detection"), g("/actor/ip"));
+    // "TA0001 Initial Access" → uid TA0001, name Initial Access.
+    let split = |s: &str| {
+        let (uid, name) = s.split_once(' ').unwrap_or((s, ""));
+        json!({"uid": uid, "name": name})
+    };
+    let repeated = g("/event") == "repeated";
+    let side_ip = json!({"ip": g("/actor/ip")});
     let extra = json!({
+        "activity_id": if repeated { 2 } else { 1 },
+        "activity_name": if repeated { "Update" } else { "Create" },
+        "type_uid": if repeated { 200402 } else { 200401 },
+        "severity": g("/severity"),
+        "count": r.get("count"),
+        "start_time": epoch_ms(r.get("first_ts")).or_else(|| epoch_ms(r.get("ts"))),
+        "end_time": epoch_ms(r.get("ts")),
+        "message": g("/explanation"),
         "finding_info": {
-            "uid": r.get("id").cloned().unwrap_or_else(|| json!(format!("{} {} {}", g("rule"), g("host"), g("ts")))),
+            "uid": g("/id"),
             "title": title,
-            "types": [g("category")],
-            "analytic": {"name": g("rule"), "type_id": 1, "type": "Rule", "uid": g("rule")},
+            "desc": g("/explanation"),
+            "types": [g("/owasp")],
+            "analytic": {"name": g("/detection"), "type_id": 1, "type": "Rule", "uid": g("/detection")},
+            "attacks": [{"tactic": split(g("/mitre/tactic")), "technique": split(g("/mitre/technique")), "version": "14"}],
+            "data_sources": ["network traffic (passive)"],
         },
-        "src_endpoint": {"ip": r.pointer("/client/ip")},
-        "resources": [{"type": "API Endpoint", "uid": format!("{} {}{}", g("method"), g("host"), g("template"))}],
-        "unmapped": r.clone(),
+        "src_endpoint": if g("/actor/side") == "client" { side_ip.clone() } else { Value::Null },
+        "dst_endpoint": if g("/actor/side") == "server" { side_ip } else { Value::Null },
+        "actor": r.pointer("/actor/principal").map(|p| json!({"user": {"name": p}})),
+        "resources": [{
+            "type": "API Endpoint",
+            "name": format!("{method} {template}"),
+            "uid": format!("{method} {host}{template}"),
+            "hostname": host,
+        }],
+        "evidences": [{"data": {
+            "location": g("/location"),
+            "signs": r.get("signs"),
+            "evidence": g("/evidence"),
+            "http_status": r.get("status"),
+        }}],
+        "unmapped": {"owasp": g("/owasp"), "event": g("/event")},
     });
     let mut v = merged(finding(r, sev, &title), extra);
     strip_nulls(&mut v);
@@ -343,6 +376,24 @@ mod tests {
         assert_eq!(jwt["resources"][0]["name"], "GET /users/{id}");
         let email = v.iter().find(|f| f["finding_info"]["analytic"]["uid"] == "email").expect("an email finding");
         assert_eq!(email["severity_id"], 2);
+    }
+
+    #[test]
+    fn detections_are_detection_findings_with_attacks() {
+        let v = records("detection");
+        assert!(!v.is_empty());
+        let f = v.iter().find(|f| f["finding_info"]["analytic"]["uid"] == "jwt_no_expiry").expect("a JWT finding");
+        assert_eq!(
+            (f["class_uid"].as_u64(), f["type_uid"].as_u64(), f["severity_id"].as_u64()),
+            (Some(2004), Some(200401), Some(2))
+        );
+        assert_eq!(f["finding_info"]["types"][0], "API2:2023 Broken Authentication");
+        assert_eq!(f["finding_info"]["attacks"][0]["tactic"]["uid"], "TA0006");
+        assert_eq!(f["src_endpoint"]["ip"], "10.77.0.1");
+        assert_eq!(f["resources"][0]["name"], "GET /users/{id}");
+        let closed = v.iter().find(|f| f["activity_id"] == 2).expect("a window closed with a count");
+        assert!(closed["count"].as_u64() > Some(1));
+        assert!(closed["dst_endpoint"]["ip"].is_string(), "a version leak is about the server: {closed}");
     }
 
     #[test]

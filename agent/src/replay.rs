@@ -11,10 +11,12 @@
 //!   does not depend on thread timing.
 
 use crate::capture::{file, CaptureFile};
+use crate::detect::{DetectStage, Detected};
 use crate::engine::{Decode, Engine, EngineConfig, Stats, Streams};
 use crate::inventory::InventoryStage;
 use crate::output::NdjsonOutput;
 use anyhow::{anyhow, Result};
+use apiwatch_detect::{InspectConfig, Inspector};
 use apiwatch_inventory::{InventoryConfig, Observation, ObserveConfig};
 use apiwatch_model::{RenderOptions, Transaction};
 use apiwatch_wire::{linktype, Checksum, TcpSegment};
@@ -36,6 +38,8 @@ pub struct ReplayOptions {
     pub progress: bool,
     /// Feed the inventory (None: transactions only).
     pub inventory: Option<InventoryOptions>,
+    /// Runtime threat detections (None: off).
+    pub detect: Option<(apiwatch_detect::DetectorConfig, apiwatch_detect::InspectConfig)>,
     /// Remote outputs (`[[outputs]]`), their spools under `remote_state` unless they name
     /// one, and how long to wait at the end for the sinks to take what is spooled.
     pub remotes: Vec<crate::remote::RemoteConfig>,
@@ -60,6 +64,8 @@ pub struct ReplayReport {
     pub elapsed: Duration,
     /// Coverage of the sensitive-data classifier, when it ran.
     pub classify: Option<apiwatch_inventory::sensitive::SensitiveCounters>,
+    /// What the detections did, when they ran.
+    pub detect: Option<apiwatch_detect::DetectorCounters>,
     /// The error that stopped reading, after everything before it was processed and written.
     pub error: Option<anyhow::Error>,
     /// What each remote output delivered, and what it left spooled.
@@ -106,28 +112,37 @@ pub fn replay(opts: &ReplayOptions) -> Result<ReplayReport> {
         }
         None => None,
     };
+    let mut det = opts.detect.as_ref().map(|(d, _)| DetectStage::new(d.clone()));
+    let inspect = opts.detect.as_ref().map(|(_, i)| i.clone());
     let cpu0 = thread_cpu_secs();
+    let mut owner = Owner { inv: &mut inv, det: &mut det };
     let (stats, read_error, mut thread_cpu) = if opts.workers <= 1 {
-        let (s, e) = run_inline(&caps, &opts.engine, &mut out, &mut inv, &mut progress)?;
+        let (s, e) = run_inline(&caps, &opts.engine, &mut out, &mut owner, inspect, &mut progress)?;
         (s, e, vec![("inline".to_string(), thread_cpu_secs() - cpu0)])
     } else {
-        run_sharded(&caps, &opts.engine, &opts.render, opts.workers, &mut out, &mut inv, &mut progress)?
+        let setup = WorkerSetup { engine: &opts.engine, render: &opts.render, inspect };
+        run_sharded(&caps, setup, opts.workers, &mut out, &mut owner, &mut progress)?
     };
     let cpu1 = thread_cpu_secs();
     if let Some(i) = inv.as_mut() {
         i.finish(&mut out)?;
+    }
+    if let Some(d) = det.as_mut() {
+        d.finish(&mut out)?;
     }
     out.flush()?;
     thread_cpu.push(("finish".to_string(), thread_cpu_secs() - cpu1));
     progress.done();
     let remotes = out.finish_remotes(opts.drain)?;
     let classify = inv.as_ref().and_then(|i| i.inv.sensitive.as_ref()).map(|s| s.counters.clone());
+    let detect = det.as_ref().map(|d| d.detector.counters.clone());
     Ok(ReplayReport {
         stats,
         records: out.records,
         input_bytes,
         elapsed: start.elapsed(),
         classify,
+        detect,
         error: error.or(read_error),
         remotes,
         thread_cpu,
@@ -200,38 +215,80 @@ fn for_each_packet<'a>(
     Ok(None)
 }
 
-/// Write a transaction, then let the inventory observe it.
-fn emit(tx: &mut Transaction, out: &mut NdjsonOutput, inv: &mut Option<InventoryStage>) -> Result<()> {
-    out.transaction(tx)?;
-    if let Some(i) = inv.as_mut() {
-        if let Some(o) = Observation::of(tx, &i.observe) {
-            i.observe(&o, out)?;
+/// The stages that see every transaction in output order, in the thread that writes.
+pub(crate) struct Owner<'a> {
+    pub inv: &'a mut Option<InventoryStage>,
+    pub det: &'a mut Option<DetectStage>,
+}
+
+/// What the owner's stages get of one transaction.
+pub(crate) type Analyzed = (Option<Observation>, Option<Detected>);
+
+impl Owner<'_> {
+    /// After a transaction's record: the inventory places it, then detections judge it.
+    pub fn analyzed(&mut self, o: Option<&Observation>, d: Option<&Detected>, out: &mut NdjsonOutput) -> Result<()> {
+        if let (Some(i), Some(o)) = (self.inv.as_mut(), o) {
+            i.observe(o, out)?;
         }
+        if let (Some(stage), Some(d)) = (self.det.as_mut(), d) {
+            let inv = self.inv.as_ref();
+            stage.observe(d, o, || inv.zip(o).and_then(|(i, o)| i.inv.last_template(&o.host)), out)?;
+        }
+        Ok(())
     }
-    Ok(())
+}
+
+/// What a worker makes of a transaction for the owner: inspection first (it reads the
+/// bodies), then the observation (which takes them).
+pub(crate) fn analyze(
+    tx: &mut Transaction,
+    observe: Option<&ObserveConfig>,
+    inspector: Option<&mut Inspector>,
+) -> Analyzed {
+    let mut d = inspector.map(|i| crate::detect::inspect(i, tx));
+    let o = observe.and_then(|cfg| Observation::of(tx, cfg));
+    if let (Some(d), None) = (d.as_mut(), &o) {
+        d.fallback = crate::detect::fallback(tx);
+    }
+    (o, d)
+}
+
+/// Write a transaction, then let the owner's stages see it.
+fn emit(
+    tx: &mut Transaction,
+    out: &mut NdjsonOutput,
+    owner: &mut Owner<'_>,
+    inspector: Option<&mut Inspector>,
+) -> Result<()> {
+    out.transaction(tx)?;
+    let observe = owner.inv.as_ref().map(|i| &i.observe);
+    let (o, d) = analyze(tx, observe, inspector);
+    owner.analyzed(o.as_ref(), d.as_ref(), out)
 }
 
 fn run_inline(
     caps: &[CaptureFile],
     cfg: &EngineConfig,
     out: &mut NdjsonOutput,
-    inv: &mut Option<InventoryStage>,
+    owner: &mut Owner<'_>,
+    inspect: Option<InspectConfig>,
     progress: &mut Progress,
 ) -> Result<(Stats, Option<anyhow::Error>)> {
     let mut engine = Engine::new(cfg.clone());
+    let mut inspector = inspect.map(Inspector::new);
     // One thread: nothing reads a packet again once the next one is read.
     let err = for_each_packet(caps, progress, &|| u64::MAX, |p, idx, _| {
         engine.packet(p.linktype, p.data, p.orig_len, p.ts_ns, idx);
         if engine.has_output() {
             for mut tx in engine.drain() {
-                emit(&mut tx, out, inv)?;
+                emit(&mut tx, out, owner, inspector.as_mut())?;
             }
         }
         Ok(())
     })?;
     engine.finish();
     for mut tx in engine.drain() {
-        emit(&mut tx, out, inv)?;
+        emit(&mut tx, out, owner, inspector.as_mut())?;
     }
     Ok((engine.stats(), err))
 }
@@ -284,8 +341,8 @@ struct Rendered {
     text: Vec<u8>,
     /// (sort key, end offset in `text`) per record.
     marks: Vec<((u64, u64), usize)>,
-    /// What each record tells the inventory (parallel to `marks`; empty when it is off).
-    obs: Vec<Option<Observation>>,
+    /// What each record tells the inventory and the detections (parallel to `marks`).
+    obs: Vec<Analyzed>,
 }
 
 fn shard_of(seg: &TcpSegment<'_>, n: usize) -> usize {
@@ -309,6 +366,7 @@ fn render_into(
     r: &mut Rendered,
     opts: &RenderOptions,
     observe: Option<&ObserveConfig>,
+    inspector: Option<&mut Inspector>,
     tx: &mut Transaction,
     idx: u64,
 ) {
@@ -316,9 +374,7 @@ fn render_into(
     // Records of the final flush (idx u64::MAX) are ordered by connection, as inline.
     let tie = if idx == u64::MAX { tx.conn_id } else { 0 };
     r.marks.push(((idx, tie), r.text.len()));
-    if let Some(cfg) = observe {
-        r.obs.push(Observation::of(tx, cfg));
-    }
+    r.obs.push(analyze(tx, observe, inspector));
 }
 
 fn worker(
@@ -328,8 +384,10 @@ fn worker(
     cfg: EngineConfig,
     opts: RenderOptions,
     observe: Option<ObserveConfig>,
+    inspect: Option<InspectConfig>,
 ) -> (Stats, f64) {
     let mut streams = Streams::new(cfg.flow, cfg.http);
+    let mut inspector = inspect.map(Inspector::new);
     let observe = observe.as_ref();
     let mut bad_checksums = 0u64;
     while let Ok(msg) = rx.recv() {
@@ -375,7 +433,7 @@ fn worker(
                     streams.segment(&seg, s.ts, s.idx);
                     if streams.has_output() {
                         for mut t in streams.drain() {
-                            render_into(&mut r, &opts, observe, &mut t, s.idx);
+                            render_into(&mut r, &opts, observe, inspector.as_mut(), &mut t, s.idx);
                         }
                     }
                 }
@@ -387,7 +445,7 @@ fn worker(
                 r.end = u64::MAX;
                 streams.finish();
                 for mut t in streams.drain() {
-                    render_into(&mut r, &opts, observe, &mut t, u64::MAX);
+                    render_into(&mut r, &opts, observe, inspector.as_mut(), &mut t, u64::MAX);
                 }
                 let _ = tx.send(r);
                 break;
@@ -403,15 +461,22 @@ fn worker(
 /// What the sharded run returns: counters, the error that stopped reading, CPU per thread.
 type Sharded = (Stats, Option<anyhow::Error>, Vec<(String, f64)>);
 
+/// What each worker runs with: the engine, how to render, whether to inspect.
+struct WorkerSetup<'a> {
+    engine: &'a EngineConfig,
+    render: &'a RenderOptions,
+    inspect: Option<InspectConfig>,
+}
+
 fn run_sharded(
     caps: &[CaptureFile],
-    cfg: &EngineConfig,
-    opts: &RenderOptions,
+    setup: WorkerSetup<'_>,
     n: usize,
     out: &mut NdjsonOutput,
-    inv: &mut Option<InventoryStage>,
+    owner: &mut Owner<'_>,
     progress: &mut Progress,
 ) -> Result<Sharded> {
+    let WorkerSetup { engine: cfg, render: opts, inspect } = setup;
     let reader_cpu0 = thread_cpu_secs();
     // Checksums are verified by the workers.
     let verify = cfg.decoder.verify_checksums;
@@ -427,10 +492,11 @@ fn run_sharded(
             let (stx, srx) = bounded::<Option<Batch<'_>>>(CHANNEL_DEPTH);
             let (rtx, rrx) = bounded::<Rendered>(CHANNEL_DEPTH);
             let (btx, brx) = bounded::<Rendered>(CHANNEL_DEPTH);
-            let (c, o, ob) = (cfg.clone(), opts.clone(), inv.as_ref().map(|i| i.observe.clone()));
+            let (c, o, ob) = (cfg.clone(), opts.clone(), owner.inv.as_ref().map(|i| i.observe.clone()));
+            let ins = inspect.clone();
             let h = std::thread::Builder::new()
                 .name(format!("aw-worker-{w}"))
-                .spawn_scoped(scope, move || worker(srx, rtx, brx, c, o, ob))?;
+                .spawn_scoped(scope, move || worker(srx, rtx, brx, c, o, ob, ins))?;
             handles.push(h);
             to_workers.push(stx);
             from_workers.push(rrx);
@@ -464,8 +530,8 @@ fn run_sharded(
                         let (i, start) = pos[w];
                         let end = parts[w].marks[i].1;
                         out.raw(&parts[w].text[start..end], 1)?;
-                        if let (Some(stage), Some(Some(o))) = (inv.as_mut(), parts[w].obs.get(i)) {
-                            stage.observe(o, out)?;
+                        if let Some((o, d)) = parts[w].obs.get(i) {
+                            owner.analyzed(o.as_ref(), d.as_ref(), out)?;
                         }
                         pos[w] = (i + 1, end);
                     }

@@ -89,6 +89,20 @@ pub fn render(r: &ReplayReport) -> String {
             c.findings
         );
     }
+    if let Some(d) = &r.detect {
+        let _ = writeln!(
+            o,
+            "  detections: {} findings from {} signals in {} transactions ({} repeats folded, {} allowed, {} off; caps hit: {} open findings, {} clients)",
+            d.findings,
+            d.signals,
+            d.transactions,
+            d.repeats,
+            d.allowed,
+            d.disabled,
+            d.open_cap_hits,
+            d.clients_dropped_cap
+        );
+    }
     if let Some(rss) = peak_rss_bytes() {
         let _ = writeln!(o, "  peak memory {}", human_bytes(rss));
     }

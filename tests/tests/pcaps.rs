@@ -41,13 +41,15 @@ fn cli_output(files: &[PathBuf], workers: usize) -> (String, Option<String>) {
         workers,
         progress: false,
         // As the command line does by default: inventory and sensitive-data records follow
-        // the transactions.
+        // the transactions...
         inventory: Some(InventoryOptions {
             cfg: Default::default(),
             observe: Default::default(),
             sensitive: apiwatch::config::ClassifySection::default().build(None, true).expect("default classifier"),
             state: None,
         }),
+        // And detection records, as the command line does by default.
+        detect: apiwatch::config::DetectSection::default().build(),
         remotes: Vec::new(),
         remote_state: None,
         drain: std::time::Duration::ZERO,

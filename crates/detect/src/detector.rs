@@ -272,7 +272,7 @@ impl Detector {
                 rule: s.rule,
                 severity,
                 actor: if rule.side == Side::Server { cx.server } else { cx.client },
-                principal: ins.principal.clone(),
+                principal: if rule.side == Side::Client { ins.principal.clone() } else { None },
                 host: cx.host.to_string(),
                 method: cx.method.to_string(),
                 template: cx.template.to_string(),

@@ -170,6 +170,31 @@ impl Inspector {
         if let Some(req) = tx.request.as_deref() {
             self.request(tx, req, out);
         }
+        // What the parser could not make into a request.
+        if tx.flags.has(Flags::OVERSIZED_HEADERS) {
+            let len = tx.request.as_deref().map_or(0, |r| r.msg.head_len);
+            out.signals.push(Signal {
+                rule: RuleId::OversizedHeaders,
+                location: "headers".into(),
+                signs: vec!["header_block_over_limit"],
+                evidence: if len > 0 {
+                    format!("{len} bytes of headers")
+                } else {
+                    "header block over the limit".into()
+                },
+            });
+        } else if tx.flags.has(Flags::PARSE_ERROR)
+            && (tx.request.is_none()
+                || tx.flags.has(Flags::NO_RESPONSE)
+                || tx.response.as_deref().is_some_and(|r| r.status == 400))
+        {
+            out.signals.push(Signal {
+                rule: RuleId::MalformedRequest,
+                location: "framing".into(),
+                signs: vec!["parse_error"],
+                evidence: tx.flags.names().collect::<Vec<_>>().join(", "),
+            });
+        }
         if let Some(resp) = tx.response.as_deref() {
             self.response(resp, out);
         }
@@ -235,14 +260,6 @@ impl Inspector {
                 location: "framing".into(),
                 evidence: framing.join(", "),
                 signs: framing,
-            });
-        }
-        if tx.flags.has(Flags::OVERSIZED_HEADERS) {
-            out.signals.push(Signal {
-                rule: RuleId::OversizedHeaders,
-                location: "headers".into(),
-                signs: vec!["header_block_over_limit"],
-                evidence: format!("{} bytes of headers", req.msg.head_len),
             });
         }
 

@@ -115,6 +115,8 @@ rules! {
         "A request framed its body ambiguously (Content-Length with Transfer-Encoding, or differing lengths); proxies and servers may disagree on where it ends.";
     InvalidMethod = "invalid_method", API8, RECON, "T1595 Active Scanning", Low, false, Client,
         "A request used a method that is not an HTTP token; probing or a broken client.";
+    MalformedRequest = "malformed_request", API8, RECON, "T1595 Active Scanning", Low, false, Client,
+        "A request could not be parsed as HTTP (garbage, or lengths no server can honour); probing, an exploit attempt or a broken client.";
     OversizedHeaders = "oversized_headers", API4, IMPACT, "T1499 Endpoint Denial of Service", Medium, false, Client,
         "A request's header block exceeded the configured limit; a denial-of-service or overflow attempt.";
     JwtAlgNone = "jwt_alg_none", API2, INITIAL, "T1078 Valid Accounts", High, true, Client,

@@ -206,6 +206,8 @@ pub struct Inventory {
     pub sensitive: Option<crate::sensitive::Sensitive>,
     /// The classifier's findings for the observation at hand (a buffer kept between calls).
     findings: Vec<apiwatch_classify::Finding>,
+    /// The template node the last observation landed on (for [`Inventory::last_template`]).
+    last_at: Option<u32>,
 }
 
 fn host_matches(hosts: &[String], host: &str) -> bool {
@@ -228,7 +230,14 @@ impl Inventory {
             decl,
             sensitive: None,
             findings: Vec::new(),
+            last_at: None,
         }
+    }
+
+    /// The path template of the endpoint the last observation (of host `host`) landed on.
+    pub fn last_template(&self, host: &str) -> Option<String> {
+        let at = self.last_at?;
+        self.hosts.get(host).map(|h| h.trie.template(at))
     }
 
     /// Restore a host saved by an earlier run. Pinned and declared templates of the current
@@ -269,6 +278,7 @@ impl Inventory {
     pub fn observe(&mut self, o: &Observation, events: &mut Vec<InventoryEvent>) {
         self.counters.observations += 1;
         self.clock = self.clock.max(o.ts);
+        self.last_at = None;
         if !self.hosts.contains_key(o.host.as_ref()) {
             if self.hosts.len() >= self.cfg.max_hosts {
                 self.counters.hosts_dropped_cap += 1;
@@ -290,6 +300,7 @@ impl Inventory {
         host.dirty = true;
         self.learning.merged.clear();
         let at = host.trie.learn(&o.path, max_nodes, &mut self.learning);
+        self.last_at = Some(at);
         self.nodes = (self.nodes + host.trie.live).saturating_sub(before);
         self.counters.nodes_capped += std::mem::take(&mut self.learning.capped);
         self.counters.segments_truncated += std::mem::take(&mut self.learning.truncated);
