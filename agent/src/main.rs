@@ -148,30 +148,33 @@ struct InventoryArgs {
 }
 
 impl InventoryArgs {
-    /// The `[classify]` section of the configuration file, or the defaults.
-    fn classify_section(&self) -> Result<apiwatch::config::ClassifySection> {
+    /// A section of the configuration file (the defaults without one), checked.
+    fn checked<T: Default>(
+        &self,
+        pick: impl FnOnce(apiwatch::config::Config) -> T,
+        problems: impl FnOnce(&T) -> Vec<apiwatch::config::Problem>,
+    ) -> Result<T> {
         let s = match &self.inventory_config {
-            Some(f) => apiwatch::config::Config::load(f).map(|c| c.classify).unwrap_or_default(),
-            None => apiwatch::config::ClassifySection::default(),
+            Some(f) => pick(apiwatch::config::Config::load(f).map_err(|p| {
+                anyhow::anyhow!("{}: {}", f.display(), p.iter().map(|p| p.to_string()).collect::<Vec<_>>().join("; "))
+            })?),
+            None => T::default(),
         };
-        let problems = s.problems();
+        let problems = problems(&s);
         if !problems.is_empty() {
             anyhow::bail!("{}", problems.iter().map(|p| p.to_string()).collect::<Vec<_>>().join("; "));
         }
         Ok(s)
     }
 
+    /// The `[classify]` section of the configuration file, or the defaults.
+    fn classify_section(&self) -> Result<apiwatch::config::ClassifySection> {
+        self.checked(|c| c.classify, |s| s.problems())
+    }
+
     /// The `[detect]` section of the configuration file, or the defaults.
     fn detect_section(&self) -> Result<apiwatch::config::DetectSection> {
-        let s = match &self.inventory_config {
-            Some(f) => apiwatch::config::Config::load(f).map(|c| c.detect).unwrap_or_default(),
-            None => apiwatch::config::DetectSection::default(),
-        };
-        let problems = s.problems();
-        if !problems.is_empty() {
-            anyhow::bail!("{}", problems.iter().map(|p| p.to_string()).collect::<Vec<_>>().join("; "));
-        }
-        Ok(s)
+        self.checked(|c| c.detect, |s| s.problems())
     }
 
     fn section(&self) -> Result<apiwatch::config::InventorySection> {
