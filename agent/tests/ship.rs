@@ -90,7 +90,7 @@ fn sink_in(dir: &Path, certs: &Path, db: &Path, addr: &str, port: u16, ns: Optio
 /// An agent configuration shipping every kind to `port`.
 fn agent_config(dir: &Path, name: &str, certs: &Path, agent_cert: Option<&str>, url: &str, extra: &str) -> PathBuf {
     let mut s = format!(
-        "[inventory]\nstate_dir = {:?}\n\n[[outputs]]\ntype = \"https\"\nurl = {url:?}\nca_file = {:?}\nkinds = [\"transaction\", \"inventory\", \"sensitive_data\"]\nbatch_records = 10\n{extra}\n",
+        "[inventory]\nstate_dir = {:?}\n\n[[outputs]]\ntype = \"https\"\nurl = {url:?}\nca_file = {:?}\nkinds = [\"transaction\", \"inventory\", \"sensitive_data\", \"detection\"]\nbatch_records = 10\n{extra}\n",
         dir.join(format!("state-{name}")),
         certs.join("ca.pem"),
     );
@@ -462,7 +462,12 @@ fn an_ocsf_output_ships_detection_findings_and_http_activity() {
     let findings = events.iter().filter(|v| v["class_uid"] == 2004).count();
     let http = events.iter().filter(|v| v["class_uid"] == 4002).count();
     assert_eq!(findings + http, want);
-    assert_eq!(findings, local.lines().filter(|l| l.starts_with("{\"kind\":\"sensitive_data\"")).count());
+    let kind = |k: &str| local.lines().filter(|l| l.starts_with(&format!("{{\"kind\":\"{k}\""))).count();
+    assert!(kind("detection") > 0, "the capture carries credentials over cleartext: {local}");
+    assert_eq!(findings, kind("sensitive_data") + kind("detection"));
+    // Detections map to findings with attacks (ATT&CK) and the detection's name as the title.
+    let attacks = events.iter().filter(|v| v["class_uid"] == 2004 && v["finding_info"]["attacks"].is_array()).count();
+    assert_eq!(attacks, kind("detection"));
     assert!(events.iter().all(|v| v["metadata"]["version"] == "1.3.0" && v["time"].is_i64()));
     let f = run(&["sink", "query", "findings", "--db", s.db.to_str().unwrap(), "--json"], dir);
     assert_eq!(String::from_utf8_lossy(&f.stdout).lines().count(), findings);
@@ -535,7 +540,7 @@ fn syslog_over_tls_reaches_rsyslog_as_cef() {
     std::fs::write(
         &cfg,
         format!(
-            "[inventory]\nstate_dir = {:?}\n[[outputs]]\ntype = \"syslog\"\nurl = \"tls://127.0.0.1:{port}\"\nca_file = {:?}\nkinds = [\"transaction\", \"inventory\", \"sensitive_data\"]\nbatch_records = 7\n",
+            "[inventory]\nstate_dir = {:?}\n[[outputs]]\ntype = \"syslog\"\nurl = \"tls://127.0.0.1:{port}\"\nca_file = {:?}\nkinds = [\"transaction\", \"inventory\", \"sensitive_data\", \"detection\"]\nbatch_records = 7\n",
             dir.join("state"),
             c.join("ca.pem")
         ),
