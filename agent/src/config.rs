@@ -122,7 +122,6 @@ impl DetectSection {
             }
         }
         for (key, n) in [
-            ("detect.window_secs", self.window_secs as usize),
             ("detect.max_open", self.max_open),
             ("detect.max_clients", self.max_clients),
             ("detect.brute_force_failures", self.brute_force_failures as usize),

@@ -55,7 +55,8 @@ pub struct Allow {
 #[derive(Debug, Clone)]
 pub struct DetectorConfig {
     /// Repeats of a finding (same detection, actor and endpoint) within this many seconds
-    /// of its first are counted, not reported; the count is reported when it closes.
+    /// of its first are counted, not reported; the count is reported when it closes. 0
+    /// reports every occurrence.
     pub window_secs: u64,
     /// Open findings kept for aggregation.
     pub max_open: usize,
@@ -304,16 +305,16 @@ impl Detector {
         c.last_ts = cx.ts;
         let mut found: Vec<(RuleId, Vec<&'static str>, String, bool)> = Vec::new();
         // Logins.
-        if let Some(user) = ins.login {
+        if let Some(login) = ins.login {
             if cx.ts - c.login_start > cfg.login_window_secs as i64 * NS {
                 c.login_start = cx.ts;
                 c.failures = 0;
                 c.n_users = 0;
             }
-            if matches!(cx.status, 401 | 403) {
+            if login.failed {
                 c.failures += 1;
                 c.failures_since_success += 1;
-                if let Some(u) = user {
+                if let Some(u) = login.user {
                     let u = (u >> 32) as u32 | 1;
                     let n = c.n_users as usize;
                     if !c.users[..n].contains(&u) && n < c.users.len() {
@@ -419,6 +420,13 @@ impl Detector {
             key = hash_str(key, s);
         }
         let key = finish(key);
+        if self.cfg.window_secs == 0 {
+            // No folding: every occurrence is reported (for evaluation and debugging).
+            f.id = format!("{:016x}", finish(mix(key, f.ts as u64)));
+            self.counters.findings += 1;
+            out.push(f);
+            return;
+        }
         if let Some(o) = self.open.get_mut(&key) {
             o.count += 1;
             o.last_ts = o.last_ts.max(f.ts);

@@ -42,6 +42,43 @@ pub struct Signal {
     pub evidence: String,
 }
 
+/// A login attempt: a hash of the user name when one was sent, and how it went.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Login {
+    pub user: Option<u64>,
+    pub failed: bool,
+}
+
+/// Words of a login form's failure page (which often answers 200).
+const FAILURE_WORDS: &[&[u8]] = &[
+    b"invalid",
+    b"incorrect",
+    b"failed",
+    b"wrong",
+    b"denied",
+    b"unauthorized",
+    b"unauthorised",
+    b"bad credentials",
+    b"not match",
+    b"try again",
+];
+
+/// Whether a login attempt failed: refused (401, 403), or answered with a page that says
+/// so and gives no session or token (forms answer 200 with an error message).
+fn login_failed(resp: Option<&apiwatch_model::Response>) -> bool {
+    let Some(r) = resp else { return false };
+    if matches!(r.status, 401 | 403) {
+        return true;
+    }
+    if !(200..300).contains(&r.status) || r.msg.head.header("set-cookie").is_some() {
+        return false;
+    }
+    let body = &r.msg.body.sample[..r.msg.body.sample.len().min(4096)];
+    let lower = body.to_ascii_lowercase();
+    memchr::memmem::find(&lower, b"token").is_none()
+        && FAILURE_WORDS.iter().any(|w| memchr::memmem::find(&lower, w).is_some())
+}
+
 /// What the [`crate::Detector`] needs of a transaction beyond its signals.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Inspection {
@@ -49,8 +86,8 @@ pub struct Inspection {
     /// Who the request acts as: `jwt:SUB`, `basic:USER`, `apikey:HASH`, `session:HASH`.
     pub principal: Option<String>,
     /// The request is an attempt to log in (a login-like path with a body, or Basic
-    /// credentials), with a hash of the user name when one was sent.
-    pub login: Option<Option<u64>>,
+    /// credentials).
+    pub login: Option<Login>,
 }
 
 impl Inspection {
@@ -408,7 +445,8 @@ impl Inspector {
             }
         }
         if login || out.login.is_some() {
-            out.login = Some(user.or(out.login.flatten()));
+            let failed = login_failed(tx.response.as_deref());
+            out.login = Some(Login { user: user.or(out.login.and_then(|l| l.user)), failed });
         }
     }
 
@@ -488,7 +526,7 @@ impl Inspector {
                 .and_then(|d| String::from_utf8(d).ok())
                 .and_then(|s| s.split_once(':').map(|(u, _)| u.chars().take(64).collect::<String>()));
             if let Some(u) = user {
-                out.login = Some(Some(hash64(u.as_bytes())));
+                out.login = Some(Login { user: Some(hash64(u.as_bytes())), failed: false });
                 out.principal = Some(format!("basic:{}", redact_user(&u)));
             }
             return;

@@ -26,7 +26,7 @@ pub mod rules;
 pub mod signatures;
 
 pub use detector::{Context, Detector, DetectorConfig, DetectorCounters, Event, Finding};
-pub use inspect::{InspectConfig, Inspection, Inspector, Signal};
+pub use inspect::{InspectConfig, Inspection, Inspector, Login, Signal};
 pub use rules::{RuleId, Severity, RULES};
 
 #[cfg(test)]

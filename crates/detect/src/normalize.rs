@@ -57,7 +57,16 @@ pub fn html_decode(s: &str) -> String {
     while let Some(i) = rest.find('&') {
         out.push_str(&rest[..i]);
         rest = &rest[i..];
-        let named = [("&lt;", '<'), ("&gt;", '>'), ("&quot;", '"'), ("&apos;", '\''), ("&amp;", '&')];
+        // The `;` is optional for `&lt` and `&gt` too: browsers read them without it.
+        let named = [
+            ("&lt;", '<'),
+            ("&gt;", '>'),
+            ("&quot;", '"'),
+            ("&apos;", '\''),
+            ("&amp;", '&'),
+            ("&lt", '<'),
+            ("&gt", '>'),
+        ];
         if let Some((n, c)) =
             named.iter().find(|(n, _)| rest.len() >= n.len() && rest[..n.len()].eq_ignore_ascii_case(n))
         {
@@ -88,10 +97,48 @@ pub fn html_decode(s: &str) -> String {
     out
 }
 
-/// A value as signatures read it: decoded (percent, HTML), SQL inline comments made
-/// spaces, blanks collapsed, lower case.
+/// `\xNN` and `\uNNNN` escapes (as in JavaScript and C strings), which attackers use to hide
+/// quotes and keywords.
+pub fn escape_decode(s: &str) -> String {
+    if !s.contains('\\') {
+        return s.to_string();
+    }
+    let mut out = String::with_capacity(s.len());
+    let mut rest = s;
+    while let Some(i) = rest.find('\\') {
+        out.push_str(&rest[..i]);
+        rest = &rest[i..];
+        let hex = |d: &str, n: usize| -> Option<char> {
+            let h = d.get(..n)?;
+            if !h.bytes().all(|c| c.is_ascii_hexdigit()) {
+                return None;
+            }
+            u32::from_str_radix(h, 16).ok().and_then(char::from_u32)
+        };
+        let (c, used) = match rest.as_bytes().get(1) {
+            Some(b'x') | Some(b'X') => (hex(&rest[2..], 2), 4),
+            Some(b'u') => (hex(&rest[2..], 4), 6),
+            _ => (None, 0),
+        };
+        match c {
+            Some(c) => {
+                out.push(c);
+                rest = &rest[used..];
+            }
+            None => {
+                out.push('\\');
+                rest = &rest[1..];
+            }
+        }
+    }
+    out.push_str(rest);
+    out
+}
+
+/// A value as signatures read it: decoded (percent, HTML, `\x` escapes), SQL inline
+/// comments made spaces, blanks collapsed, lower case.
 pub fn value(raw: &str, plus: bool) -> String {
-    let decoded = html_decode(&percent_decode(raw, plus));
+    let decoded = escape_decode(&html_decode(&percent_decode(raw, plus)));
     let mut out = String::with_capacity(decoded.len());
     let mut rest = decoded.as_str();
     // `UN/**/ION` is an attacker's, but `SELECT/**/1` needs the space.
@@ -162,6 +209,9 @@ mod tests {
         assert_eq!(html_decode("&lt;script&gt;&#97;&#x6C;ert&#40"), "<script>alert(");
         assert_eq!(value("UN/**/ION%20%20SeLeCt", false), "un ion select");
         assert_eq!(value("SELECT/**/password", false), "select password");
+        assert_eq!(value("\\x27\\x4F\\x52 1=1", false), "'or 1=1");
+        assert_eq!(value("&ltscript&gt", false), "<script>");
+        assert_eq!(escape_decode("a\\qb\\u0041"), "a\\qbA");
     }
 
     #[test]

@@ -59,7 +59,7 @@ pub fn sqli() -> Signature {
             ("quote_then_logic", r#"['"`)]\s*(or|and|xor|\|\||&&)\b"#, 2),
             (
                 "tautology",
-                r#"\b(or|and|xor)\s+['"]?[\w.]+['"]?\s*(=|<>|!=|<|>|\blike\b|\bis\b|\bin\b)\s*['"(]?[\w.]"#,
+                r#"\b(or|and|xor)\s+\(?\s*(['"][\w.]*['"]|[\w.]+)\s*(=|<>|!=|<|>|\blike\b|\bis\b|\bin\b)\s*['"(]?[\w.%]"#,
                 2,
             ),
             (
@@ -68,6 +68,13 @@ pub fn sqli() -> Signature {
                 3,
             ),
             ("comment", r"(--|#|/\*)", 1),
+            // A comment right after a closing quote ends the query: `admin'--`, `x' #`. Text
+            // has `"#2` and `' --kids`, so `--` must end or be followed by a blank, `#` end.
+            ("quote_comment", r#"['"]\s*\)?\s*(--(\s|$)|#\s*$|/\*)"#, 3),
+            ("leading_logic", r"^\s*(or|and|\|\||&&)\s+\(?\s*['\w]", 2),
+            ("subquery", r"\(\s*select\b", 2),
+            ("db_package", r"\b(utl_http|utl_inaddr|dbms_\w+|xp_\w+|sp_\w+|sys\.\w+)\b", 2),
+            ("print_variable", r"\bprint\s+@@?\w", 2),
             (
                 "sql_function",
                 r"\b(sleep|benchmark|pg_sleep|extractvalue|updatexml|load_file|char|chr|concat|concat_ws|group_concat|ascii|substring|substr|mid|version|database|user|cast|convert|count|hex|unhex|if|ifnull|isnull|nullif|len|length|lower|upper|md5|rand|floor|exp|elt|make_set)\s*\(",
@@ -110,6 +117,8 @@ pub fn xss() -> Signature {
             ("data_url", r"data\s*:\s*[a-z]+/[a-z]+", 2),
             ("xml_declaration", r"<\?xml", 1),
             ("dialog_call", r"\b(alert|prompt|confirm|eval)\s*\(", 1),
+            ("js_breakout", r#"['"]\s*;\s*(alert|prompt|confirm|eval)\s*\("#, 3),
+            ("xss_locator", r#"['"]\s*;\s*!--\s*["']\s*<"#, 3),
             ("char_reference", r"&#\w+;?", 1),
             ("escaped_angle", r"\\u003c|\\x3c|%3c", 1),
             ("html_comment", r"<!--|-->", 1),
@@ -128,8 +137,18 @@ pub fn traversal() -> Signature {
         3,
         &[
             ("dot_dot", r"(^|[/\\=])\.\.([/\\]|$)", 2),
-            ("unix_secret", r"/etc/(passwd|shadow|group|hosts|issue)\b|/proc/self/(environ|cmdline|fd)", 3),
-            ("windows_file", r"\b(win\.ini|boot\.ini|system32|web-inf/web\.xml)\b", 3),
+            ("deep_dot_dot", r"(\.\.[/\\]){3,}", 3),
+            (
+                "unix_secret",
+                r"[/\\]etc[/\\](passwd|shadow|group|hosts|issue)\b|[/\\]proc[/\\]self[/\\](environ|cmdline|fd)",
+                3,
+            ),
+            (
+                "windows_file",
+                r"\b(win\.ini|boot\.ini|system32|web-inf[/\\]web\.xml|global\.asa|inetpub|desktop\.ini|localstart\.asp)\b",
+                3,
+            ),
+            ("server_config", r"\bconf[/\\](server\.xml|httpd\.conf)\b|\.htpasswd\b|\.env\b", 2),
             ("wrapper", r"\b(php|file|expect|zip|phar|data|glob)://", 3),
             ("null_byte", r"\x00", 2),
         ],
@@ -144,7 +163,7 @@ pub fn command() -> Signature {
         &[
             (
                 "chained_command",
-                r"(;|\||&&|\|\||`|\$\()\s*(cat|id|whoami|uname|ls|wget|curl|nc|ncat|bash|sh|ping|sleep|echo|python[23]?|perl|ruby|php|powershell|cmd|net|ifconfig|ip|nslookup|dig|rm|chmod|tftp)\b",
+                r"(;|\||&&?|\|\||`|\$\(|\n)\s*(cat|id|whoami|uname|ls|wget|curl|nc|ncat|bash|sh|ping|sleep|echo|python[23]?|perl|ruby|php|powershell|cmd|net|ifconfig|ip|nslookup|dig|rm|chmod|tftp)\b",
                 3,
             ),
             ("shell_path", r"/bin/(ba|z|da)?sh\b|cmd(\.exe)?\s*/c\b", 3),
@@ -162,7 +181,7 @@ pub fn nosql() -> Signature {
         3,
         &[
             ("operator", r#"(\[|"|^)\$(ne|gt|gte|lt|lte|regex|where|exists|in|nin|or|and|nor|not|expr|eq)\b"#, 3),
-            ("server_js", r"\breturn\s+true\b|\bthis\.\w+\.match\(|\bsleep\(\d+\)\s*;", 2),
+            ("server_js", r"\breturn\s+true\b|\bthis\.\w+\.match\(|\bsleep\(\d+\)\s*;", 3),
             ("js_break", r#"['"]\s*;\s*(return|var|while|sleep)\b"#, 2),
         ],
     )
@@ -176,7 +195,12 @@ pub fn xxe() -> Signature {
         &[
             ("doctype_subset", r"<!doctype[^>]*\[", 1),
             ("entity", r"<!entity", 2),
-            ("external", r#"\b(system|public)\s+["'][a-z]+:"#, 2),
+            ("external", r#"\b(system|public)\s+(["'][^"']*["']\s+)?["'][a-z]+:"#, 2),
+            (
+                "xinclude",
+                r#"<\w*:?include\b[^>]*\bhref\s*=\s*["']?(file|https?|php|expect|ftp):|xmlns:\w+\s*=\s*["']http://www\.w3\.org/2001/xinclude"#,
+                3,
+            ),
             ("parameter_entity", r"%\w+;", 1),
         ],
     )
@@ -188,7 +212,13 @@ pub fn ssti() -> Signature {
         "template_injection",
         3,
         &[
-            ("arithmetic_probe", r"(\{\{|\$\{|#\{|<%=?|\{%|\{\$)\s*\d+\s*\*\s*\d+", 3),
+            ("arithmetic_probe", r#"(\{\{|\$\{|#\{|<%=?|\{%|\{\$|\*\{|@\()\s*['"]?\d+['"]?\s*\*\s*['"]?\d+"#, 3),
+            (
+                "template_call",
+                r"\{\{[^}]*\b(constructor|dump|self|request|config|lipsum|cycler|joiner|namespace|range|attr|exec|system|popen|eval|require|process)\b[^}]*\}\}",
+                2,
+            ),
+            ("engine_variable", r"\{\$smarty\.|#set\s*\(\s*\$\w+|<#assign\b|\$\{\s*t\(", 3),
             (
                 "introspection",
                 r"__(class|mro|subclasses|globals|builtins|import)__|\bconfig\.items\(|\bself\._template|\bget_flashed_messages\b|freemarker\.template|\bt\(java\.lang",
@@ -205,7 +235,8 @@ pub fn ldap() -> Signature {
         "ldap_injection",
         3,
         &[
-            ("filter_break", r"\*?\)\s*\(\s*[|&!]|\)\s*\(\s*\w+\s*=\s*\*", 3),
+            ("filter_break", r"\*?\)\s*\(+\s*[|&!]|\)\s*\(\s*\w+\s*=\s*\*|\*\s*\(\s*[|&]\s*\(", 3),
+            ("filter_close", r"^\s*\*?\)\)|\)\s*(\x00|%00)", 2),
             ("wildcard_attribute", r"\(\s*(uid|cn|mail|objectclass|userpassword|sn)\s*=\s*\*", 1),
         ],
     )
@@ -270,6 +301,7 @@ pub fn ssrf(normalized: &str) -> Option<Hit> {
 fn internal_host(host: &str) -> bool {
     if matches!(host, "localhost" | "metadata.google.internal" | "metadata" | "instance-data")
         || host.ends_with(".localhost")
+        || host.ends_with(".localdomain")
     {
         return true;
     }
