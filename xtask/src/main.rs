@@ -10,6 +10,7 @@ mod bench;
 mod capture;
 mod classify_quality;
 mod damage;
+mod detect_quality;
 mod quality;
 mod ship_bench;
 
@@ -39,6 +40,12 @@ fn main() -> Result<()> {
             let docs: usize = flag_value(&args, "--docs").map(|s| s.parse()).transpose()?.unwrap_or(2000);
             let py = flag_value(&args, "--presidio").map(std::path::PathBuf::from);
             classify_quality::run(&root, docs, py.as_deref())
+        }
+        Some("detect-quality") => {
+            let num = |flag: &str, d: usize| {
+                args.windows(2).find(|w| w[0] == flag).and_then(|w| w[1].parse().ok()).unwrap_or(d)
+            };
+            detect_quality::run(&root, num("--per-op", 30), num("--benign-rounds", 6000))
         }
         Some("inventory-quality") => {
             let per_op: usize = flag_value(&args, "--per-op").map(|s| s.parse()).transpose()?.unwrap_or(20);

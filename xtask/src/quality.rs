@@ -405,6 +405,48 @@ pub fn score(declared: &BTreeSet<(String, String)>, recovered: &BTreeSet<(String
     }
 }
 
+/// Requests made from one OpenAPI document: `per_op` per operation ("METHOD HOST PATH"
+/// lines, shuffled), and the operations declared (as written, and with enumerated path
+/// parameters written out).
+pub struct Generated {
+    pub lines: Vec<String>,
+    pub declared: BTreeSet<(String, String)>,
+    pub declared_enum: BTreeSet<(String, String)>,
+}
+
+pub fn generate(shared: &Path, rel: &str, seed: u64, per_op: usize) -> Result<Generated> {
+    let file = if Path::new(rel).is_absolute() { PathBuf::from(rel) } else { shared.join(rel) };
+    let mut read = |p: &str| std::fs::read_to_string(p).map_err(|e| format!("{p}: {e}"));
+    let api = load(&file.to_string_lossy(), &mut read).map_err(|e| anyhow::anyhow!("{e}"))?;
+    let host = api.hosts.first().cloned().unwrap_or_else(|| "api.example.com".into());
+    let mut rng = Rng::new(seed);
+    let mut declared = BTreeSet::new();
+    // The same with path parameters that take a few enumerated values written out: a
+    // learner may fairly keep `/packages/npm` and `/packages/maven` apart.
+    let mut declared_enum = BTreeSet::new();
+    let mut lines = Vec::new();
+    let mut seen = BTreeMap::new();
+    for op in &api.ops {
+        let key = (op.method.clone(), normalize(&op.path));
+        if seen.insert(key.clone(), ()).is_some() {
+            continue;
+        }
+        declared.insert(key.clone());
+        for p in expand_enums(op) {
+            declared_enum.insert((op.method.clone(), normalize(&p)));
+        }
+        for _ in 0..per_op {
+            lines.push(format!("{} {host} {}", op.method, concrete(&mut rng, op)));
+        }
+    }
+    // Shuffle: operations interleave as they would in real traffic.
+    for k in (1..lines.len()).rev() {
+        let j = rng.below(k as u64 + 1) as usize;
+        lines.swap(k, j);
+    }
+    Ok(Generated { lines, declared, declared_enum })
+}
+
 pub fn run(root: &Path, specs: &[String], per_op: usize, out_dir: &Path) -> Result<Vec<Score>> {
     netns::available().map_err(anyhow::Error::msg)?;
     std::fs::create_dir_all(out_dir)?;
@@ -418,35 +460,7 @@ pub fn run(root: &Path, specs: &[String], per_op: usize, out_dir: &Path) -> Resu
     wait_listening(&lab, &lab.srv, port)?;
     let mut scores = Vec::new();
     for (i, rel) in specs.iter().enumerate() {
-        let file = if Path::new(rel).is_absolute() { PathBuf::from(rel) } else { shared.join(rel) };
-        let mut read = |p: &str| std::fs::read_to_string(p).map_err(|e| format!("{p}: {e}"));
-        let api = load(&file.to_string_lossy(), &mut read).map_err(|e| anyhow::anyhow!("{e}"))?;
-        let host = api.hosts.first().cloned().unwrap_or_else(|| "api.example.com".into());
-        let mut rng = Rng::new(0x5eed + i as u64);
-        let mut declared = BTreeSet::new();
-        // The same with path parameters that take a few enumerated values written out: a
-        // learner may fairly keep `/packages/npm` and `/packages/maven` apart.
-        let mut declared_enum = BTreeSet::new();
-        let mut lines = Vec::new();
-        let mut seen = BTreeMap::new();
-        for op in &api.ops {
-            let key = (op.method.clone(), normalize(&op.path));
-            if seen.insert(key.clone(), ()).is_some() {
-                continue;
-            }
-            declared.insert(key.clone());
-            for p in expand_enums(op) {
-                declared_enum.insert((op.method.clone(), normalize(&p)));
-            }
-            for _ in 0..per_op {
-                lines.push(format!("{} {host} {}", op.method, concrete(&mut rng, op)));
-            }
-        }
-        // Shuffle: operations interleave as they would in real traffic.
-        for k in (1..lines.len()).rev() {
-            let j = rng.below(k as u64 + 1) as usize;
-            lines.swap(k, j);
-        }
+        let Generated { lines, declared, declared_enum } = generate(&shared, rel, 0x5eed + i as u64, per_op)?;
         let stem: String = rel.replace(['/', '.'], "_");
         let listing = out_dir.join(format!("{stem}.requests"));
         std::fs::write(&listing, lines.join("\n") + "\n")?;
