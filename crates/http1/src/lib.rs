@@ -198,6 +198,8 @@ struct Pending {
     flags: Flags,
     /// Offset in the client's stream where the request started.
     req_start: Option<u64>,
+    /// Earlier requests still unanswered when this one started.
+    pipelined: u32,
     /// Content decoders of the request and response bodies.
     /// Boxed: decoder state is large and pending entries move through a queue.
     dec: [Option<Box<decode::BodyDecoder>>; 2],
@@ -218,6 +220,7 @@ impl Pending {
             http09: false,
             flags: Flags::default(),
             req_start: None,
+            pipelined: 0,
             dec: [None, None],
         }
     }
@@ -588,6 +591,7 @@ impl HttpHandler {
             p.head_request = head_request;
             p.connect = connect;
             p.flags.set(flags);
+            p.pipelined = c.pending.iter().filter(|q| !q.resp_done).count() as u32;
             let depth = p.depth;
             if c.pending.len() >= self.cfg.max_pending {
                 self.stats.pending_overflow += 1;
@@ -1047,6 +1051,7 @@ impl HttpHandler {
         self.out.push(Transaction {
             conn_id: info.id,
             trans_depth: p.depth,
+            pipelined: p.pipelined,
             client: info.client,
             server: info.server,
             community_id: community_id.clone(),

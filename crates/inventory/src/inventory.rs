@@ -208,6 +208,40 @@ pub struct Inventory {
     findings: Vec<apiwatch_classify::Finding>,
     /// The template node the last observation landed on (for [`Inventory::last_template`]).
     last_at: Option<u32>,
+    /// What the endpoint of the last observation was before it (for detections).
+    pub last_facts: Option<apiwatch_model::EndpointFacts>,
+}
+
+/// What `e` (None: new) knew before observation `o`, for the detections.
+fn facts(host: &str, slot: u32, e: Option<&Endpoint>, o: &Observation) -> apiwatch_model::EndpointFacts {
+    let mut key = 0xcbf2_9ce4_8422_2325u64;
+    for b in host.bytes() {
+        key = (key ^ b as u64).wrapping_mul(0x100_0000_01b3);
+    }
+    let mut f = apiwatch_model::EndpointFacts {
+        key: key ^ (slot as u64).wrapping_mul(0x9e37_79b9_7f4a_7c15),
+        first_seen: o.ts,
+        external: o.external,
+        ..Default::default()
+    };
+    let Some(e) = e else { return f };
+    f.first_seen = e.first_seen;
+    f.calls = e.count;
+    f.sensitive_endpoint = e.sensitive.iter().any(|x| x.location.starts_with("response"));
+    f.authenticated_success = e.authenticated[2];
+    f.unauthenticated_success = e.unauthenticated[2];
+    for (k, kind) in &o.query {
+        match e.query.get(k) {
+            None if e.query_overflow == 0 => {
+                f.new_param.get_or_insert_with(|| k.clone());
+            }
+            Some(ks) if ks.0 & kind.bit() == 0 => {
+                f.new_kind.get_or_insert_with(|| format!("{k}: {}", kind.name()).into());
+            }
+            _ => {}
+        }
+    }
+    f
 }
 
 fn host_matches(hosts: &[String], host: &str) -> bool {
@@ -231,6 +265,7 @@ impl Inventory {
             sensitive: None,
             findings: Vec::new(),
             last_at: None,
+            last_facts: None,
         }
     }
 
@@ -279,6 +314,7 @@ impl Inventory {
         self.counters.observations += 1;
         self.clock = self.clock.max(o.ts);
         self.last_at = None;
+        self.last_facts = None;
         if !self.hosts.contains_key(o.host.as_ref()) {
             if self.hosts.len() >= self.cfg.max_hosts {
                 self.counters.hosts_dropped_cap += 1;
@@ -310,6 +346,7 @@ impl Inventory {
         let slot = match host.trie.endpoint(at, &o.method) {
             Some(slot) => {
                 if let Some(Some(e)) = host.slots.get_mut(slot as usize) {
+                    self.last_facts = Some(facts(&o.host, slot, Some(e), o));
                     e.observe(o);
                 }
                 Some(slot)
@@ -322,6 +359,7 @@ impl Inventory {
                 let mut e = Endpoint::default();
                 e.observe(o);
                 let slot = host.alloc(e);
+                self.last_facts = Some(facts(&o.host, slot, None, o));
                 host.trie.add_endpoint(at, &o.method, slot);
                 self.endpoints += 1;
                 Some(slot)
@@ -333,6 +371,12 @@ impl Inventory {
                 let n = e.sensitive_seen;
                 let mut findings = std::mem::take(&mut self.findings);
                 s.scan(o, n, &mut findings);
+                if let Some(x) = self.last_facts.as_mut() {
+                    use apiwatch_classify::Location::{ResponseBody, ResponseHeader};
+                    x.sensitive_found =
+                        findings.iter().filter(|f| matches!(f.location, ResponseBody | ResponseHeader)).count() as u32;
+                    x.sensitive_endpoint |= x.sensitive_found > 0;
+                }
                 for f in &findings {
                     let name = s.type_name(f.ty);
                     let change = crate::sensitive::expose(&mut e.sensitive, f, &name, o, &mut s.counters);

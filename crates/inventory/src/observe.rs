@@ -534,6 +534,7 @@ mod tests {
         Transaction {
             conn_id: 1,
             trans_depth: 1,
+            pipelined: 0,
             client: (client.parse().unwrap(), 40000),
             server: ("10.0.0.5".parse().unwrap(), 8080),
             community_id: "x".into(),

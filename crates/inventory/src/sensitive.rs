@@ -456,6 +456,7 @@ mod tests {
         Transaction {
             conn_id: port as u64,
             trans_depth: depth,
+            pipelined: 0,
             client: ("10.0.0.9".parse().unwrap(), port),
             server: ("10.0.0.1".parse().unwrap(), 80),
             community_id: "".into(),

@@ -17,6 +17,31 @@ pub use json::JsonWriter;
 pub use time::format_rfc3339_micros;
 pub use transaction::*;
 
+/// What the inventory knew of a transaction's endpoint before the transaction, for the
+/// detections' baselines (filled by the stage that owns the inventory).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct EndpointFacts {
+    /// Identifies the endpoint (host, template and method) for as long as it lives.
+    pub key: u64,
+    pub first_seen: i64,
+    /// Calls before this one.
+    pub calls: u64,
+    /// A query parameter the endpoint had never been called with.
+    pub new_param: Option<Box<str>>,
+    /// A known query parameter whose value was of a kind never seen for it (`id: string`).
+    pub new_kind: Option<Box<str>>,
+    /// Sensitive values the classifier found in this transaction's response (when it was
+    /// sampled).
+    pub sensitive_found: u32,
+    /// The endpoint has been seen to answer with sensitive data.
+    pub sensitive_endpoint: bool,
+    /// Earlier 2xx answers with and without credentials.
+    pub authenticated_success: u64,
+    pub unauthenticated_success: u64,
+    /// The client is external (not in the internal ranges).
+    pub external: bool,
+}
+
 /// Version of the record schema. Bump on any incompatible change of a field.
 pub const SCHEMA_VERSION: u32 = 1;
 

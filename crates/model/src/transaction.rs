@@ -183,6 +183,9 @@ pub struct Transaction {
     pub conn_id: u64,
     /// 1-based position of this transaction in its connection (Zeek's `trans_depth`).
     pub trans_depth: u32,
+    /// Requests of the connection still waiting for their response when this one was
+    /// sent (HTTP/1.1 pipelining depth; 0 for a request sent after the previous answer).
+    pub pipelined: u32,
     pub client: (IpAddr, u16),
     pub server: (IpAddr, u16),
     /// The connection's Community ID (computed once per connection).
