@@ -73,6 +73,32 @@ pub struct DetectSection {
     pub spray_paths: u32,
     pub spray_missing_ratio: f64,
     pub spray_window_secs: u64,
+    pub learning_secs: u64,
+    pub min_samples: u32,
+    pub max_endpoints: usize,
+    pub max_principals: usize,
+    pub spike_ratio: f64,
+    pub endpoint_spike_min: u32,
+    pub client_spike_min: u32,
+    pub size_ratio: f64,
+    pub size_min_bytes: u64,
+    pub latency_ratio: f64,
+    pub latency_min_ms: u64,
+    pub bola_walk: u32,
+    pub enum_values: u32,
+    pub enum_failure_ratio: f64,
+    pub distributed_enum_values: u32,
+    pub distributed_clients: u32,
+    pub exfil_window_secs: u64,
+    pub exfil_ratio: f64,
+    pub exfil_min_bytes: u64,
+    pub exfil_min_records: u64,
+    pub error_requests: u32,
+    pub error_ratio: f64,
+    pub pipeline_depth: u32,
+    pub unseen_after_calls: u64,
+    /// Files of addresses and CIDR ranges (one per line, `#` comments), e.g. Tor exits.
+    pub threat_lists: Vec<PathBuf>,
     pub allow: Vec<AllowEntry>,
 }
 
@@ -104,6 +130,31 @@ impl Default for DetectSection {
             spray_paths: d.spray_paths,
             spray_missing_ratio: d.spray_missing_ratio,
             spray_window_secs: d.spray_window_secs,
+            learning_secs: d.learning_secs,
+            min_samples: d.min_samples,
+            max_endpoints: d.max_endpoints,
+            max_principals: d.max_principals,
+            spike_ratio: d.spike_ratio,
+            endpoint_spike_min: d.endpoint_spike_min,
+            client_spike_min: d.client_spike_min,
+            size_ratio: d.size_ratio,
+            size_min_bytes: d.size_min_bytes,
+            latency_ratio: d.latency_ratio,
+            latency_min_ms: d.latency_min_ms,
+            bola_walk: d.bola_walk,
+            enum_values: d.enum_values,
+            enum_failure_ratio: d.enum_failure_ratio,
+            distributed_enum_values: d.distributed_enum_values,
+            distributed_clients: d.distributed_clients,
+            exfil_window_secs: d.exfil_window_secs,
+            exfil_ratio: d.exfil_ratio,
+            exfil_min_bytes: d.exfil_min_bytes,
+            exfil_min_records: d.exfil_min_records,
+            error_requests: d.error_requests,
+            error_ratio: d.error_ratio,
+            pipeline_depth: d.pipeline_depth,
+            unseen_after_calls: d.unseen_after_calls,
+            threat_lists: Vec::new(),
             allow: Vec::new(),
         }
     }
@@ -129,13 +180,46 @@ impl DetectSection {
             ("detect.login_window_secs", self.login_window_secs as usize),
             ("detect.spray_paths", self.spray_paths as usize),
             ("detect.spray_window_secs", self.spray_window_secs as usize),
+            ("detect.min_samples", self.min_samples as usize),
+            ("detect.max_endpoints", self.max_endpoints),
+            ("detect.max_principals", self.max_principals),
+            ("detect.endpoint_spike_min", self.endpoint_spike_min as usize),
+            ("detect.client_spike_min", self.client_spike_min as usize),
+            ("detect.bola_walk", self.bola_walk as usize),
+            ("detect.enum_values", self.enum_values as usize),
+            ("detect.distributed_enum_values", self.distributed_enum_values as usize),
+            ("detect.distributed_clients", self.distributed_clients as usize),
+            ("detect.exfil_window_secs", self.exfil_window_secs as usize),
+            ("detect.error_requests", self.error_requests as usize),
+            ("detect.pipeline_depth", self.pipeline_depth as usize),
         ] {
             if n == 0 {
                 v.push(problem(key, "must be at least 1".into()));
             }
         }
-        if !(self.spray_missing_ratio > 0.0 && self.spray_missing_ratio <= 1.0) {
-            v.push(problem("detect.spray_missing_ratio", "must be above 0 and at most 1".into()));
+        for (key, r) in [
+            ("detect.spray_missing_ratio", self.spray_missing_ratio),
+            ("detect.enum_failure_ratio", self.enum_failure_ratio),
+            ("detect.error_ratio", self.error_ratio),
+        ] {
+            if !(r > 0.0 && r <= 1.0) {
+                v.push(problem(key, "must be above 0 and at most 1".into()));
+            }
+        }
+        for (key, r) in [
+            ("detect.spike_ratio", self.spike_ratio),
+            ("detect.size_ratio", self.size_ratio),
+            ("detect.latency_ratio", self.latency_ratio),
+            ("detect.exfil_ratio", self.exfil_ratio),
+        ] {
+            if !(r > 1.0 && r.is_finite()) {
+                v.push(problem(key, "must be a number above 1".into()));
+            }
+        }
+        for (i, path) in self.threat_lists.iter().enumerate() {
+            if let Err(e) = threat_list(path) {
+                v.push(problem(&format!("detect.threat_lists[{i}]"), e));
+            }
         }
         for (i, a) in self.allow.iter().enumerate() {
             if let Some(d) = &a.detection {
@@ -178,10 +262,49 @@ impl DetectSection {
             spray_paths: self.spray_paths,
             spray_missing_ratio: self.spray_missing_ratio,
             spray_window_secs: self.spray_window_secs,
+            learning_secs: self.learning_secs,
+            min_samples: self.min_samples,
+            max_endpoints: self.max_endpoints,
+            max_principals: self.max_principals,
+            spike_ratio: self.spike_ratio,
+            endpoint_spike_min: self.endpoint_spike_min,
+            client_spike_min: self.client_spike_min,
+            size_ratio: self.size_ratio,
+            size_min_bytes: self.size_min_bytes,
+            latency_ratio: self.latency_ratio,
+            latency_min_ms: self.latency_min_ms,
+            bola_walk: self.bola_walk,
+            enum_values: self.enum_values,
+            enum_failure_ratio: self.enum_failure_ratio,
+            distributed_enum_values: self.distributed_enum_values,
+            distributed_clients: self.distributed_clients,
+            exfil_window_secs: self.exfil_window_secs,
+            exfil_ratio: self.exfil_ratio,
+            exfil_min_bytes: self.exfil_min_bytes,
+            exfil_min_records: self.exfil_min_records,
+            error_requests: self.error_requests,
+            error_ratio: self.error_ratio,
+            pipeline_depth: self.pipeline_depth,
+            unseen_after_calls: self.unseen_after_calls,
+            threats: std::sync::Arc::new(self.threat_lists.iter().filter_map(|p| threat_list(p).ok()).fold(
+                apiwatch_detect::ThreatList::default(),
+                |mut all, one| {
+                    all.extend(&one);
+                    all
+                },
+            )),
         };
         let i = apiwatch_detect::InspectConfig { max_body_bytes: self.max_body_bytes, ..Default::default() };
         Some((d, i))
     }
+}
+
+/// One threat-list file, parsed.
+fn threat_list(path: &Path) -> Result<apiwatch_detect::ThreatList, String> {
+    let text = std::fs::read_to_string(path).map_err(|e| format!("{}: {e}", path.display()))?;
+    let mut t = apiwatch_detect::ThreatList::default();
+    t.parse(&path.display().to_string(), &text)?;
+    Ok(t)
 }
 
 /// A custom type: a regular expression, an optional validator, keywords for the field name.
@@ -783,6 +906,55 @@ mod tests {
         let problems: Vec<_> = c.validate(true).into_iter().filter(|p| p.key != "privileges.user").collect();
         assert!(problems.is_empty(), "{problems:?}");
         assert_eq!(c.capture.backend, Backend::Pcap);
+    }
+
+    #[test]
+    fn example_lists_every_detect_key_with_its_default() {
+        let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("../packaging/apiwatch.toml");
+        let c = Config::load(&path).expect("example parses");
+        let d = DetectSection::default();
+        assert_eq!(
+            format!("{:?}", c.detect),
+            format!("{d:?}"),
+            "packaging/apiwatch.toml [detect] differs from the defaults"
+        );
+        let text = std::fs::read_to_string(&path).unwrap();
+        let section = &text[text.find("\n[detect]\n").unwrap()..];
+        let dbg = format!("{d:?}");
+        let fields = dbg
+            .trim_start_matches("DetectSection {")
+            .split(", ")
+            .filter_map(|f| f.split_once(':'))
+            .map(|(k, _)| k.trim());
+        for key in fields {
+            assert!(
+                section.contains(&format!("\n{key} = ")) || key == "allow",
+                "[detect] {key} is not in packaging/apiwatch.toml"
+            );
+        }
+    }
+
+    #[test]
+    fn threat_lists_are_read_and_bad_lines_named() {
+        let t = tempfile::tempdir().unwrap();
+        let good = t.path().join("tor.txt");
+        std::fs::write(&good, "# exits\n185.220.101.1\n185.220.102.0/24\n").unwrap();
+        let bad = t.path().join("bad.txt");
+        std::fs::write(&bad, "10.0.0.1\n10.0.0.0/33\n").unwrap();
+        let cfg = |files: &[&Path]| {
+            let list: Vec<String> = files.iter().map(|p| format!("{:?}", p.display().to_string())).collect();
+            Config::parse(&format!("[detect]\nthreat_lists = [{}]\n", list.join(", "))).unwrap()
+        };
+        let c = cfg(&[&good]);
+        assert!(c.detect.problems().is_empty());
+        let (d, _) = c.detect.build().unwrap();
+        assert!(d.threats.contains("185.220.102.77".parse().unwrap()));
+        assert!(!d.threats.contains("185.220.103.1".parse().unwrap()));
+        let p = cfg(&[&good, &bad, &t.path().join("missing.txt")]).detect.problems();
+        let said: Vec<String> = p.iter().map(|p| format!("{}: {}", p.key, p.message)).collect();
+        assert_eq!(p.len(), 2, "{said:?}");
+        assert!(said[0].starts_with("detect.threat_lists[1]") && said[0].contains("line 2"), "{said:?}");
+        assert!(said[1].starts_with("detect.threat_lists[2]") && said[1].contains("missing.txt"), "{said:?}");
     }
 
     #[test]

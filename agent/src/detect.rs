@@ -62,7 +62,8 @@ impl DetectStage {
         &mut self,
         d: &Detected,
         o: Option<&Observation>,
-        template: impl FnOnce() -> Option<String>,
+        facts: Option<&apiwatch_model::EndpointFacts>,
+        template: &dyn Fn() -> Option<String>,
         out: &mut NdjsonOutput,
     ) -> Result<()> {
         let unknown = IpAddr::from([0, 0, 0, 0]);
@@ -71,17 +72,17 @@ impl DetectStage {
             (None, Some(f)) => (f.0.as_str(), f.1.as_str(), f.2.as_str(), d.peer.unwrap_or(unknown)),
             (None, None) => ("", "", "", d.peer.unwrap_or(unknown)),
         };
-        let needs_template = !d.ins.signals.is_empty() || d.ins.login.is_some();
-        let t = if needs_template && o.is_some() { template() } else { None };
         let cx = Context {
             ts: d.ts,
             client,
             server: d.server.unwrap_or(unknown),
             host,
             method,
-            template: t.as_deref().unwrap_or(path),
+            template: path,
+            template_of: o.map(|_| template),
             path,
             status: d.status,
+            facts,
         };
         self.detector.observe(&cx, &d.ins, &mut self.findings);
         self.write(out)

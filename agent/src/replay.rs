@@ -232,7 +232,8 @@ impl Owner<'_> {
         }
         if let (Some(stage), Some(d)) = (self.det.as_mut(), d) {
             let inv = self.inv.as_ref();
-            stage.observe(d, o, || inv.zip(o).and_then(|(i, o)| i.inv.last_template(&o.host)), out)?;
+            let facts = inv.and_then(|i| i.inv.last_facts.as_ref());
+            stage.observe(d, o, facts, &|| inv.zip(o).and_then(|(i, o)| i.inv.last_template(&o.host)), out)?;
         }
         Ok(())
     }

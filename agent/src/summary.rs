@@ -92,7 +92,7 @@ pub fn render(r: &ReplayReport) -> String {
     if let Some(d) = &r.detect {
         let _ = writeln!(
             o,
-            "  detections: {} findings from {} signals in {} transactions ({} repeats folded, {} allowed, {} off; caps hit: {} open findings, {} clients)",
+            "  detections: {} findings from {} signals in {} transactions ({} repeats folded, {} allowed, {} off; caps hit: {} open findings, {} clients, {} endpoints, {} principals)",
             d.findings,
             d.signals,
             d.transactions,
@@ -100,7 +100,9 @@ pub fn render(r: &ReplayReport) -> String {
             d.allowed,
             d.disabled,
             d.open_cap_hits,
-            d.clients_dropped_cap
+            d.clients_dropped_cap,
+            d.endpoints_dropped_cap,
+            d.principals_dropped_cap
         );
     }
     if let Some(rss) = peak_rss_bytes() {

@@ -88,6 +88,60 @@ pub struct Inspection {
     /// The request is an attempt to log in (a login-like path with a body, or Basic
     /// credentials).
     pub login: Option<Login>,
+    pub traits: Traits,
+}
+
+/// Sizes, timing and identity of a transaction, for the behaviour baselines.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Traits {
+    /// Decoded body lengths.
+    pub req_bytes: u64,
+    pub resp_bytes: u64,
+    /// First request byte to first response byte; None without both.
+    pub latency_us: Option<u64>,
+    /// Requests of the connection waiting for an answer when this one was sent.
+    pub pipelined: u32,
+    /// The request carried credentials (Authorization, an API-key header, a session cookie).
+    pub credentials: bool,
+    /// A hash of the request-target: distinct targets of one endpoint are distinct
+    /// parameter values.
+    pub target: u64,
+    /// The last all-digit path segment, else the first all-digit query value.
+    pub object_id: Option<u64>,
+}
+
+impl Traits {
+    pub fn of(tx: &Transaction) -> Traits {
+        let req = tx.request.as_deref();
+        let resp = tx.response.as_deref();
+        let uri = req.map_or(&b""[..], |r| r.uri());
+        let mut t = Traits {
+            req_bytes: req.map_or(0, |r| r.msg.body.len),
+            resp_bytes: resp.map_or(0, |r| r.msg.body.len),
+            latency_us: req.zip(resp).map(|(q, r)| ((r.msg.ts_first - q.msg.ts_first).max(0) / 1000) as u64),
+            pipelined: tx.pipelined,
+            credentials: false,
+            target: 0,
+            object_id: None,
+        };
+        let mut h = 0xcbf2_9ce4_8422_2325u64;
+        for &b in uri {
+            h = (h ^ b as u64).wrapping_mul(0x100_0000_01b3);
+        }
+        t.target = h ^ (h >> 29);
+        let (path, query) = match uri.iter().position(|&c| c == b'?') {
+            Some(i) => (&uri[..i], &uri[i + 1..]),
+            None => (uri, &b""[..]),
+        };
+        let number = |s: &[u8]| {
+            (!s.is_empty() && s.len() <= 18 && s.iter().all(u8::is_ascii_digit))
+                .then(|| s.iter().fold(0u64, |n, &d| n * 10 + (d - b'0') as u64))
+        };
+        t.object_id = path.rsplit(|&c| c == b'/').find_map(number).or_else(|| {
+            query.split(|&c| c == b'&').find_map(|kv| number(kv.splitn(2, |&c| c == b'=').nth(1).unwrap_or(b"")))
+        });
+        t
+    }
 }
 
 impl Inspection {
@@ -204,6 +258,7 @@ impl Inspector {
         out.signals.clear();
         out.principal = None;
         out.login = None;
+        out.traits = Traits::of(tx);
         if let Some(req) = tx.request.as_deref() {
             self.request(tx, req, out);
         }
@@ -394,6 +449,7 @@ impl Inspector {
                 }
             }
         }
+        out.traits.credentials = creds.is_some() || out.principal.is_some();
         if let Some(how) = creds {
             if !loopback(tx) {
                 out.signals.push(Signal {

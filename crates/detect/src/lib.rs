@@ -16,6 +16,7 @@
 //!
 //! Pure: no I/O, no clock, no threads.
 
+pub mod behaviour;
 pub mod detector;
 pub mod evidence;
 pub mod inspect;
@@ -25,8 +26,9 @@ pub mod normalize;
 pub mod rules;
 pub mod signatures;
 
+pub use behaviour::ThreatList;
 pub use detector::{Context, Detector, DetectorConfig, DetectorCounters, Event, Finding};
-pub use inspect::{InspectConfig, Inspection, Inspector, Login, Signal};
+pub use inspect::{InspectConfig, Inspection, Inspector, Login, Signal, Traits};
 pub use rules::{RuleId, Severity, RULES};
 
 #[cfg(test)]

