@@ -125,7 +125,10 @@ pub fn convert(line: &[u8]) -> Option<(String, u8)> {
                 ("request", p("/endpoint/template")),
                 ("outcome", p("/status")),
                 ("cnt", p("/count")),
-                ("externalId", p("/id")),
+                // externalId is the record's id (added when the line is sent); the
+                // finding's id, shared by its new and repeated records, goes here.
+                ("cs5Label", "findingId".into()),
+                ("cs5", p("/id")),
                 ("cs1Label", "owasp".into()),
                 ("cs1", p("/owasp")),
                 ("cs2Label", "mitre".into()),
@@ -193,6 +196,7 @@ mod tests {
             cef.contains("|detection:jwt_no_expiry|") && cef.contains("src=10.77.0.1") && cef.contains("cs1=API2:2023"),
             "{cef}"
         );
+        assert!(cef.contains("cs5Label=findingId cs5=") && !cef.contains("externalId="), "{cef}");
         let jwt = text.lines().find(|l| l.contains("\"type\":\"jwt\"")).unwrap();
         let (cef, sev) = convert(jwt.as_bytes()).unwrap();
         assert!(cef.contains("|sensitive_data:jwt|") && cef.contains("|7|"), "{cef}");

@@ -572,6 +572,7 @@ fn syslog_over_tls_reaches_rsyslog_as_cef() {
         assert_eq!(head.len(), 8, "{l}");
         assert_eq!(head[4].split(':').next(), Some(msgid));
         assert!(head[6].parse::<u8>().is_ok_and(|s| s <= 10), "{l}");
+        assert_eq!(cef.matches("externalId=").count(), 1, "one record id per line: {l}");
         let id = cef.rsplit("externalId=").next().unwrap().to_string();
         assert!(ids.insert(id), "ids are unique");
         if msgid == "sensitive_data" {

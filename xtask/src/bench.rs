@@ -30,6 +30,9 @@ pub fn run(root: &Path, args: &[String]) -> Result<()> {
     if args.first().map(String::as_str) == Some("live") {
         return live(root, quick);
     }
+    if args.first().map(String::as_str) == Some("clients") {
+        return crate::clients_bench::run(&release_binary(root)?, &cache_dir(), quick);
+    }
     if args.first().map(String::as_str) == Some("ship") {
         // The small-calls capture of the replay benchmark: one record per transaction.
         let target_mb: u64 = if quick { 80 } else { 520 };
@@ -218,16 +221,19 @@ fn bench_file(bin: &Path, name: &str, file: &Path, quick: bool) -> Result<()> {
     let mut two = Vec::new();
     let mut one_off = Vec::new();
     let mut one_nocls = Vec::new();
+    let mut one_nodet = Vec::new();
     for _ in 0..reps {
         libpcap.push(read_only(bin, file, "libpcap")?);
         ours_read.push(read_only(bin, file, "mmap")?);
         one.push(apiwatch_run(bin, file, 1)?);
         one_off.push(apiwatch_run_with(bin, file, 1, &["--no-inventory"])?.secs);
         one_nocls.push(apiwatch_run_with(bin, file, 1, &["--no-classify"])?.secs);
+        one_nodet.push(apiwatch_run_with(bin, file, 1, &["--no-detect"])?.secs);
         two.push(apiwatch_run(bin, file, 2)?);
     }
     let r1_off = median(one_off);
     let r1_nocls = median(one_nocls);
+    let r1_nodet = median(one_nodet);
     let r1 = median(one.iter().map(|r| r.secs).collect());
     let r2 = median(two.iter().map(|r| r.secs).collect());
     let (pk, tx) = (one[0].packets, one[0].transactions);
@@ -285,6 +291,7 @@ fn bench_file(bin: &Path, name: &str, file: &Path, quick: bool) -> Result<()> {
     row("our mmap reader (nothing else)", orr, false);
     row("apiwatch replay, 1 worker, no inventory", r1_off, true);
     row("apiwatch replay, 1 worker, no classifier", r1_nocls, true);
+    row("apiwatch replay, 1 worker, no detections", r1_nodet, true);
     row("apiwatch replay, 1 worker (default)", r1, true);
     row("apiwatch replay, 2 workers (sharded)", r2, true);
     println!("  peak RSS of apiwatch: {:.1} MB", rss as f64 / 1e6);
@@ -301,6 +308,13 @@ fn bench_file(bin: &Path, name: &str, file: &Path, quick: bool) -> Result<()> {
         tx as f64 / r1_nocls,
         r1_nocls / r1,
         (r1 - r1_nocls).max(0.0) * 1e6 / tx.max(1) as f64
+    );
+    println!(
+        "  detections on vs off (1 worker, default settings): {:.0} vs {:.0} transactions/s (costs {:.1}% of throughput; {:.2} µs per transaction)",
+        tx as f64 / r1,
+        tx as f64 / r1_nodet,
+        (1.0 - r1_nodet / r1) * 100.0,
+        (r1 - r1_nodet).max(0.0) * 1e6 / tx.max(1) as f64
     );
     println!("  ratios: 1 worker = {:.2}x the libpcap read loop; 2 workers = {:.2}x 1 worker", lp / r1, r1 / r2);
     // Where the CPU goes (the median run of each): sharding adds work (segments cross

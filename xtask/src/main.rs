@@ -3,12 +3,14 @@
 //! - `capture [--out DIR]`: make the test captures from real programs in network namespaces.
 //! - `bless`: write the expected output next to every capture in pcaps/.
 //! - `test`: the whole test suite, privileged parts included (what CI runs).
-//! - `bench [--quick]`: throughput and memory, against libpcap and tshark in the same run.
+//! - `bench [--quick]`: throughput and memory, against libpcap and tshark in the same run;
+//!   `bench clients [--quick]`: memory with a million distinct client addresses.
 //! - `fuzz [--seconds N]`: a short run of every fuzz target.
 
 mod bench;
 mod capture;
 mod classify_quality;
+mod clients_bench;
 mod damage;
 mod detect_quality;
 mod quality;
