@@ -104,7 +104,9 @@ enum OutMsg {
     /// Rendered records, their count, what they tell the inventory, the capture time of
     /// the batch, and when its first record was completed (for the output lag).
     Records(Vec<u8>, u64, Vec<Analyzed>, i64, Instant),
-    Reopen(Option<PathBuf>),
+    /// Reopen the output; the detector's new settings (thresholds, allowlists, threat
+    /// lists), kept state and all.
+    Reopen(Option<PathBuf>, Option<Box<apiwatch_detect::DetectorConfig>>),
 }
 
 /// Settings a capture thread picks up on reload.
@@ -250,7 +252,12 @@ pub fn run(config_path: Option<&Path>, o: Overrides) -> Result<()> {
                     shared.reloads.fetch_add(1, Ordering::Relaxed);
                     tracing::info!(filter = %new.capture.bpf_filter(), "configuration reloaded");
                     // The output file is reopened (log rotation) whether or not its path changed.
-                    if control.send_timeout(OutMsg::Reopen(new.output_path()), Duration::from_secs(1)).is_err() {
+                    if new.detect.enabled != current.detect.enabled {
+                        tracing::warn!("detect.enabled changes only on restart");
+                    }
+                    let detect = new.detect.build().map(|(d, _)| Box::new(d));
+                    if control.send_timeout(OutMsg::Reopen(new.output_path(), detect), Duration::from_secs(1)).is_err()
+                    {
                         tracing::error!("output thread busy: output not reopened");
                     }
                     current = new;
@@ -329,7 +336,11 @@ fn output_thread(
                         *shared.detect.lock().unwrap_or_else(|e| e.into_inner()) = Some(stage.detector.counters.clone());
                     }
                 }
-                Ok(OutMsg::Reopen(p)) => {
+                Ok(OutMsg::Reopen(p, detect_cfg)) => {
+                    if let (Some(stage), Some(cfg)) = (detect.as_mut(), detect_cfg) {
+                        stage.detector.cfg = *cfg;
+                        tracing::info!("detection settings reloaded");
+                    }
                     out.flush()?;
                     let remotes = std::mem::take(&mut out.remotes);
                     let files = std::mem::take(&mut out.files);

@@ -506,9 +506,16 @@ fn sighup_applies_a_new_port_list() {
     let before = curl(&l, &[&format!("GET {base}/users/1")]);
     assert_eq!(before.len(), 1);
     // New ports, and a new output file (the old one is closed: rotation).
+    // The detector's settings too: a threat list that names the client.
     let out2 = dir.path().join("out2.jsonl");
-    config(dir.path(), &l, &[8080], &out2);
+    let cfg = config(dir.path(), &l, &[8080], &out2);
+    let threats = dir.path().join("threats.txt");
+    std::fs::write(&threats, format!("# test\n{}/32\n", lab::CLI4)).unwrap();
+    let mut text = std::fs::read_to_string(&cfg).unwrap();
+    text.push_str(&format!("[detect]\nthreat_lists = [{:?}]\n", threats.display().to_string()));
+    std::fs::write(&cfg, text).unwrap();
     signal(&apiwatch, "-HUP");
+    wait_for(&log, "detection settings reloaded");
     wait_for(&log, "output reopened");
     std::thread::sleep(Duration::from_millis(300));
     let after = curl(&l, &[&format!("GET {base}/users/2"), &format!("DELETE {base}/users/3")]);
@@ -516,6 +523,9 @@ fn sighup_applies_a_new_port_list() {
     sigterm_and_wait(&mut apiwatch);
     assert_eq!(records(&out2), after, "what came after the reload, on the new port, in the new file");
     assert!(records(&out).is_empty(), "nothing was on the watched port before the reload");
+    let text = std::fs::read_to_string(&out2).unwrap();
+    let threat = text.lines().find(|l| l.contains("\"detection\":\"threat_list_ip\"")).unwrap_or("");
+    assert!(threat.contains(&format!("\"ip\":\"{}\"", lab::CLI4)), "no threat-list finding: {text}");
 }
 
 #[test]
