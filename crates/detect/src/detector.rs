@@ -308,13 +308,13 @@ impl Client {
 pub struct Detector {
     pub cfg: DetectorConfig,
     pub counters: DetectorCounters,
-    open: HashMap<u64, Open>,
-    clients: HashMap<IpAddr, Client>,
+    open: Map<u64, Open>,
+    clients: Map<IpAddr, Client>,
     last_sweep: i64,
     /// Packet time the client table was last pruned (at most every 10 s when full).
     last_prune: i64,
-    bases: HashMap<u64, Base>,
-    volumes: HashMap<u64, Volume>,
+    bases: Map<u64, Base>,
+    volumes: Map<u64, Volume>,
     last_volume_prune: i64,
     /// All principals' closed windows: log bytes, log sensitive records.
     population: [Welford; 2],
@@ -338,6 +338,48 @@ fn endpoint_key(cx: &Context<'_>) -> u64 {
         None => finish(hash_str(hash_str(hash_str(1, cx.host), cx.method), cx.template)),
     }
 }
+
+/// The detector's maps hash with one multiply per word under a per-process random seed:
+/// SipHash showed in profiles, and a fixed function would let crafted traffic pile keys
+/// into one bucket. Map order never reaches the output (closed findings are sorted).
+#[derive(Clone)]
+pub(crate) struct Seeded(u64);
+
+impl Seeded {
+    fn new() -> Seeded {
+        use std::hash::BuildHasher;
+        Seeded(std::collections::hash_map::RandomState::new().hash_one(0x6170_6977_6174_6368u64))
+    }
+}
+
+impl std::hash::BuildHasher for Seeded {
+    type Hasher = SeededHasher;
+    fn build_hasher(&self) -> SeededHasher {
+        SeededHasher(self.0)
+    }
+}
+
+pub(crate) struct SeededHasher(u64);
+
+impl std::hash::Hasher for SeededHasher {
+    fn write(&mut self, bytes: &[u8]) {
+        for c in bytes.chunks(8) {
+            let mut b = [0u8; 8];
+            b[..c.len()].copy_from_slice(c);
+            self.0 = mix(self.0, u64::from_le_bytes(b));
+        }
+    }
+
+    fn write_u64(&mut self, v: u64) {
+        self.0 = mix(self.0, v);
+    }
+
+    fn finish(&self) -> u64 {
+        finish(self.0)
+    }
+}
+
+type Map<K, V> = HashMap<K, V, Seeded>;
 
 fn mix(h: u64, v: u64) -> u64 {
     (h ^ v).wrapping_mul(0x9e37_79b9_7f4a_7c15).rotate_left(27)
@@ -374,12 +416,12 @@ impl Detector {
         Detector {
             cfg,
             counters: DetectorCounters::default(),
-            open: HashMap::new(),
-            clients: HashMap::new(),
+            open: Map::with_hasher(Seeded::new()),
+            clients: Map::with_hasher(Seeded::new()),
             last_sweep: i64::MIN,
             last_prune: i64::MIN,
-            bases: HashMap::new(),
-            volumes: HashMap::new(),
+            bases: Map::with_hasher(Seeded::new()),
+            volumes: Map::with_hasher(Seeded::new()),
             last_volume_prune: i64::MIN,
             population: [Welford::default(); 2],
             client_minutes: Welford::default(),
@@ -545,8 +587,12 @@ impl Detector {
                 true,
             ));
         }
-        let tried = sl.targets();
-        if tried >= cfg.enum_values as f64 && sl.failures as f64 >= cfg.enum_failure_ratio * sl.requests as f64 {
+        // The counts first: the estimate of distinct values costs a logarithm, and cannot
+        // exceed the requests.
+        let refusing =
+            sl.requests >= cfg.enum_values && sl.failures as f64 >= cfg.enum_failure_ratio * sl.requests as f64;
+        let tried = if refusing { sl.targets() } else { 0.0 };
+        if refusing && tried >= cfg.enum_values as f64 {
             found.push((
                 RuleId::ParameterEnumeration,
                 vec!["one_client"],
@@ -556,8 +602,9 @@ impl Detector {
         }
         let h = finish(hash_str(0, cx.path));
         c.paths[(h >> 6) as usize % 8] |= 1 << (h & 63);
-        let distinct = c.distinct_paths();
-        if distinct >= cfg.spray_paths as f64 && c.missing as f64 >= cfg.spray_missing_ratio * c.requests as f64 {
+        let missing = c.requests >= cfg.spray_paths && c.missing as f64 >= cfg.spray_missing_ratio * c.requests as f64;
+        let distinct = if missing { c.distinct_paths() } else { 0.0 };
+        if missing && distinct >= cfg.spray_paths as f64 {
             found.push((
                 RuleId::EndpointSpray,
                 vec!["many_missing_paths"],
@@ -682,6 +729,8 @@ impl Detector {
             }
             sp.add(t.target, finish(hash_ip(7, cx.client)), (400..500).contains(&cx.status));
             if !sp.flagged
+                && sp.requests >= cfg.distributed_enum_values
+                && sp.failures as f64 >= cfg.enum_failure_ratio * sp.requests as f64
                 && sp.targets() >= cfg.distributed_enum_values as f64
                 && sp.clients() >= cfg.distributed_clients as f64
                 && sp.failures as f64 >= cfg.enum_failure_ratio * sp.requests as f64

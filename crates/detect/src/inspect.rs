@@ -207,11 +207,17 @@ fn plain(v: &[u8]) -> bool {
 /// Header values are checked only when they hold a character injections need and browser
 /// or client strings do not: quotes, angle brackets, backticks, `$`, `|`, braces, `%`, or
 /// a comment marker.
+/// Could this header value hold an attack: a quote, bracket or shell character, or `--`,
+/// `/*`, `../` (one pass: this runs on every header of every request).
 fn suspicious_header(v: &[u8]) -> bool {
-    v.iter().any(|&c| matches!(c, b'\'' | b'"' | b'<' | b'>' | b'`' | b'$' | b'|' | b'{' | b'}' | b'%' | b'\\'))
-        || memchr::memmem::find(v, b"--").is_some()
-        || memchr::memmem::find(v, b"/*").is_some()
-        || memchr::memmem::find(v, b"../").is_some()
+    v.iter().enumerate().any(|(i, &c)| match c {
+        b'\'' | b'"' | b'<' | b'>' | b'`' | b'$' | b'|' | b'{' | b'}' | b'%' | b'\\' => true,
+        b'-' => v.get(i + 1) == Some(&b'-'),
+        // `/*` opens a comment; `*/*` is a media-range wildcard (`Accept: */*`).
+        b'/' => v.get(i + 1) == Some(&b'*') && (i == 0 || v[i - 1] != b'*'),
+        b'.' => v.get(i + 1..i + 3) == Some(b"./"),
+        _ => false,
+    })
 }
 
 fn short_hash(b: &[u8]) -> String {
@@ -226,10 +232,24 @@ fn hash64(b: &[u8]) -> u64 {
 
 /// A path that logs people in.
 fn login_like(path: &str) -> bool {
-    let p = path.to_ascii_lowercase();
-    ["login", "signin", "sign-in", "sign_in", "logon", "authenticate", "/auth", "/token", "/session", "/oauth"]
-        .iter()
-        .any(|w| p.contains(w))
+    const WORDS: &[&[u8]] = &[
+        b"login",
+        b"signin",
+        b"sign-in",
+        b"sign_in",
+        b"logon",
+        b"authenticate",
+        b"/auth",
+        b"/token",
+        b"/session",
+        b"/oauth",
+    ];
+    let p = path.as_bytes();
+    // Every word starts with `/`, `l`, `s` or `a`: look only there.
+    (0..p.len()).any(|i| {
+        matches!(p[i] | 0x20, b'/' | b'l' | b's' | b'a')
+            && WORDS.iter().any(|w| p.len() - i >= w.len() && p[i..i + w.len()].eq_ignore_ascii_case(w))
+    })
 }
 
 impl Default for Inspector {
@@ -464,7 +484,7 @@ impl Inspector {
         // The body.
         let body = &req.msg.body.sample;
         let ct = req.msg.content_type().map(|c| text(c).to_ascii_lowercase()).unwrap_or_default();
-        let login = login_like(path) && !body.is_empty();
+        let login = !body.is_empty() && login_like(path);
         let mut user: Option<u64> = None;
         if !body.is_empty() {
             let b = &body[..body.len().min(self.cfg.max_body_bytes)];
@@ -686,4 +706,29 @@ fn push(out: &mut Inspection, signature: &'static str, location: &str, signs: Ve
         return;
     }
     out.signals.push(Signal { rule, location: location.to_string(), signs, evidence: redact(raw, 120) });
+}
+
+#[cfg(test)]
+mod quick_checks {
+    use super::{login_like, suspicious_header};
+
+    #[test]
+    fn login_paths() {
+        for p in ["/api/login", "/Auth/Token", "/v1/SignIn", "/users/sign_in", "/oauth2/authorize", "/LOGON.aspx"] {
+            assert!(login_like(p), "{p}");
+        }
+        for p in ["/api/users", "/", "", "/blog/logs", "/s"] {
+            assert!(!login_like(p), "{p}");
+        }
+    }
+
+    #[test]
+    fn suspicious_header_values() {
+        for v in ["a'b", "x--y", "/*c*/", "../etc", "${jndi:x}", "a|b", "50%"] {
+            assert!(suspicious_header(v.as_bytes()), "{v}");
+        }
+        for v in ["curl/8.0", "text/html, */*;q=0.8", "*/*", "gzip, deflate", "en-US,en;q=0.9", "1.2.3", "-", "a/b.c"] {
+            assert!(!suspicious_header(v.as_bytes()), "{v}");
+        }
+    }
 }
