@@ -733,7 +733,6 @@ impl Detector {
                 && sp.failures as f64 >= cfg.enum_failure_ratio * sp.requests as f64
                 && sp.targets() >= cfg.distributed_enum_values as f64
                 && sp.clients() >= cfg.distributed_clients as f64
-                && sp.failures as f64 >= cfg.enum_failure_ratio * sp.requests as f64
             {
                 sp.flagged = true;
                 let e = format!(
