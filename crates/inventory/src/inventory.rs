@@ -235,13 +235,29 @@ fn facts(host: &str, slot: u32, e: Option<&Endpoint>, o: &Observation) -> apiwat
             None if e.query_overflow == 0 => {
                 f.new_param.get_or_insert_with(|| k.clone());
             }
-            Some(ks) if ks.0 & kind.bit() == 0 => {
+            Some(ks) if breaks_type(*ks, *kind) => {
                 f.new_kind.get_or_insert_with(|| format!("{k}: {}", kind.name()).into());
             }
             _ => {}
         }
     }
     f
+}
+
+/// A value of kind `new` for a parameter whose values so far were all of one type
+/// (`integer`, `uuid`, `date`...) that `new` does not fit. Free text (`string`, slugs,
+/// tokens) takes anything; an integer fits a number, a date a date-time.
+fn breaks_type(seen: crate::segment::Kinds, new: crate::segment::Kind) -> bool {
+    use crate::segment::Kind;
+    if seen.0 & new.bit() != 0 || new == Kind::Empty || seen.iter().all(|k| k == Kind::Empty) {
+        return false;
+    }
+    if matches!(seen.summary(), Kind::String | Kind::Slug | Kind::Token) {
+        return false;
+    }
+    let mut all = seen;
+    all.add(new);
+    all.summary() == Kind::String
 }
 
 fn host_matches(hosts: &[String], host: &str) -> bool {
@@ -683,6 +699,24 @@ fn round2(x: f64) -> f64 {
 
 #[cfg(test)]
 mod tests {
+
+    #[test]
+    fn a_value_breaks_a_parameter_type_only_when_the_type_was_narrow() {
+        use crate::segment::{Kind, Kinds};
+        let of = |ks: &[Kind]| {
+            let mut k = Kinds::default();
+            ks.iter().for_each(|&x| k.add(x));
+            k
+        };
+        assert!(super::breaks_type(of(&[Kind::Integer]), Kind::String));
+        assert!(super::breaks_type(of(&[Kind::Uuid]), Kind::Integer));
+        assert!(!super::breaks_type(of(&[Kind::Integer]), Kind::Number), "an integer is a number");
+        assert!(!super::breaks_type(of(&[Kind::Date]), Kind::DateTime));
+        assert!(!super::breaks_type(of(&[Kind::String]), Kind::Integer), "free text takes digits");
+        assert!(!super::breaks_type(of(&[Kind::Slug, Kind::Integer]), Kind::Uuid));
+        assert!(!super::breaks_type(of(&[Kind::Integer]), Kind::Empty));
+        assert!(!super::breaks_type(of(&[Kind::Integer]), Kind::Integer));
+    }
     use super::*;
     use crate::observe::Auth;
     use crate::spec::load;
