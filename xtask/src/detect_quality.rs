@@ -1,4 +1,4 @@
-//! `cargo xtask detect-quality [--per-op N] [--benign-rounds N]`: how well the detections
+//! `cargo xtask detect-quality [--per-op N] [--benign-rounds N] [--reuse]`: how well the detections
 //! do on traffic nobody here wrote.
 //!
 //! In the test lab, `xtask/assets/vuln_api.py` (a deliberately vulnerable JSON API) and
@@ -16,6 +16,9 @@
 //! count, per transaction, what was flagged. Printed per phase: transactions, transactions
 //! flagged with the expected detection (recall), and the findings a user would see; for the
 //! benign phases, findings of attack detections per 100,000 transactions (false findings).
+//! A third replay with baselines that learn for a minute instead of half an hour shows what
+//! the behaviour detections say about the benign traffic. `--reuse` scores the capture of
+//! the last run again.
 //! Posture findings on benign traffic (versions in headers, credentials over cleartext,
 //! tokens without expiry or with weak secrets) are true of that traffic and listed apart.
 
@@ -91,15 +94,74 @@ fn client_ip(i: usize) -> String {
     format!("10.77.0.{}", 10 + i)
 }
 
-pub fn run(root: &Path, per_op: usize, benign_rounds: usize) -> Result<()> {
-    netns::available().map_err(anyhow::Error::msg)?;
-    install_tools()?;
-    let oracle = libinjection(root);
+/// `reuse`: score the capture of an earlier run again (after a change to the detections)
+/// instead of making a new one.
+pub fn run(root: &Path, per_op: usize, benign_rounds: usize, reuse: bool) -> Result<()> {
     let out_dir = root.join("target/detect-quality");
-    let _ = std::fs::remove_dir_all(&out_dir);
-    std::fs::create_dir_all(&out_dir)?;
-    let apiwatch = crate::release_binary(root)?;
+    let pcap = out_dir.join("detect-quality.pcap");
     let assets = root.join("xtask/assets");
+    let oracle = libinjection(root);
+    let apiwatch = crate::release_binary(root)?;
+    if !(reuse && pcap.exists()) {
+        netns::available().map_err(anyhow::Error::msg)?;
+        install_tools()?;
+        let _ = std::fs::remove_dir_all(&out_dir);
+        std::fs::create_dir_all(&out_dir)?;
+        capture(root, &out_dir, &assets, per_op, benign_rounds)?;
+    }
+
+    // Replays: as a user gets it, and every occurrence.
+    let every = out_dir.join("every.toml");
+    std::fs::write(&every, "[detect]\nwindow_secs = 0\n")?;
+    let default_out = out_dir.join("default.jsonl");
+    let every_out = out_dir.join("every.jsonl");
+    crate::run(Command::new(&apiwatch).args(["replay", "-q", "-o"]).arg(&default_out).arg(&pcap))?;
+    crate::run(
+        Command::new(&apiwatch).args(["replay", "-q", "--config"]).arg(&every).arg("-o").arg(&every_out).arg(&pcap),
+    )?;
+    // Baselines learn for half an hour by default, longer than this run: a third replay
+    // with short learning shows what they say about the benign traffic once learned.
+    let short = out_dir.join("short-learning.toml");
+    std::fs::write(&short, "[detect]\nlearning_secs = 60\nmin_samples = 20\nunseen_after_calls = 50\n")?;
+    let short_out = out_dir.join("short-learning.jsonl");
+    crate::run(
+        Command::new(&apiwatch).args(["replay", "-q", "--config"]).arg(&short).arg("-o").arg(&short_out).arg(&pcap),
+    )?;
+    report(&default_out, &every_out, oracle.as_deref(), &assets)?;
+    short_learning(&short_out)
+}
+
+/// Findings about the benign phases' clients with short learning, by detection.
+fn short_learning(path: &Path) -> Result<()> {
+    let phase_of = |ip: &str| (0..PHASES.len()).find(|&i| client_ip(i) == ip);
+    let (mut txs, mut by) = (0u64, BTreeMap::<String, u64>::new());
+    for r in records(path)? {
+        let benign = r["client"]["ip"]
+            .as_str()
+            .or(r["actor"]["ip"].as_str())
+            .and_then(phase_of)
+            .is_some_and(|p| PHASES[p].expect.is_empty());
+        if !benign {
+            continue;
+        }
+        match (r["kind"].as_str(), r["event"].as_str()) {
+            (Some("transaction"), _) => txs += 1,
+            (Some("detection"), Some("new")) => {
+                *by.entry(r["detection"].as_str().unwrap_or("").to_string()).or_default() += 1
+            }
+            _ => {}
+        }
+    }
+    let behaviour: u64 = by.iter().filter(|(k, _)| !POSTURE.contains(&k.as_str())).map(|(_, v)| v).sum();
+    println!(
+        "\nwith baselines learned after 60 s (learning_secs = 60, min_samples = 20, unseen_after_calls = 50): {behaviour} findings other than posture on {txs} benign transactions ({:.1} per 100,000): {by:?}",
+        behaviour as f64 * 100_000.0 / txs.max(1) as f64
+    );
+    Ok(())
+}
+
+/// Runs the phases in the lab and records them in `out_dir/detect-quality.pcap`.
+fn capture(root: &Path, out_dir: &Path, assets: &Path, per_op: usize, benign_rounds: usize) -> Result<()> {
     let lab = Lab::new()?;
     let mut api = lab.cmd(&lab.srv, "python3");
     api.arg(assets.join("vuln_api.py")).args([netns::SRV4, &API_PORT.to_string()]);
@@ -209,17 +271,7 @@ pub fn run(root: &Path, per_op: usize, benign_rounds: usize) -> Result<()> {
     std::thread::sleep(Duration::from_millis(500));
     rec.stop()?;
     drop(lab);
-
-    // Replays: as a user gets it, and every occurrence.
-    let every = out_dir.join("every.toml");
-    std::fs::write(&every, "[detect]\nwindow_secs = 0\n")?;
-    let default_out = out_dir.join("default.jsonl");
-    let every_out = out_dir.join("every.jsonl");
-    crate::run(Command::new(&apiwatch).args(["replay", "-q", "-o"]).arg(&default_out).arg(&pcap))?;
-    crate::run(
-        Command::new(&apiwatch).args(["replay", "-q", "--config"]).arg(&every).arg("-o").arg(&every_out).arg(&pcap),
-    )?;
-    report(&default_out, &every_out, oracle.as_deref(), &assets)
+    Ok(())
 }
 
 /// The attack tools come from Debian's packages; the test set-up does not need them, so

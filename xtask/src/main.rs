@@ -47,7 +47,8 @@ fn main() -> Result<()> {
             let num = |flag: &str, d: usize| {
                 args.windows(2).find(|w| w[0] == flag).and_then(|w| w[1].parse().ok()).unwrap_or(d)
             };
-            detect_quality::run(&root, num("--per-op", 30), num("--benign-rounds", 6000))
+            let reuse = args.iter().any(|a| a == "--reuse");
+            detect_quality::run(&root, num("--per-op", 30), num("--benign-rounds", 6000), reuse)
         }
         Some("inventory-quality") => {
             let per_op: usize = flag_value(&args, "--per-op").map(|s| s.parse()).transpose()?.unwrap_or(20);
