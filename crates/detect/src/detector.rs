@@ -113,6 +113,9 @@ pub struct DetectorConfig {
     pub latency_min_ms: u64,
     /// Consecutive object ids walked by one client.
     pub bola_walk: u32,
+    /// Distinct objects one client read (2xx) within `spray_window_secs` by ids that no
+    /// earlier response to it carried, once responses have given it ids.
+    pub bola_unknown_ids: u32,
     /// Distinct values tried on one endpoint within `spray_window_secs`, with at least
     /// `enum_failure_ratio` refused: by one client, and by `distributed_clients` together.
     pub enum_values: u32,
@@ -162,6 +165,7 @@ impl Default for DetectorConfig {
             latency_ratio: 8.0,
             latency_min_ms: 2000,
             bola_walk: 20,
+            bola_unknown_ids: 10,
             enum_values: 100,
             enum_failure_ratio: 0.5,
             distributed_enum_values: 500,
@@ -273,6 +277,12 @@ struct Client {
     errors: u32,
     rate: Rate,
     slots: [Slot; 2],
+    /// Ids responses gave this client (a Bloom filter of 512 bits, three probes), how many
+    /// responses gave ids, and the distinct unknown ids it read in the spray window.
+    given: [u64; 8],
+    given_by: u32,
+    unknown: [u64; 2],
+    unknown_reads: u32,
 }
 
 impl Client {
@@ -291,7 +301,26 @@ impl Client {
             errors: 0,
             rate: Rate::default(),
             slots: [Slot::default(); 2],
+            given: [0; 8],
+            given_by: 0,
+            unknown: [0; 2],
+            unknown_reads: 0,
         }
+    }
+
+    fn probes(id: u64) -> [usize; 3] {
+        let h = finish(id ^ 0x6964_7320_6769_7665);
+        [(h & 511) as usize, ((h >> 9) & 511) as usize, ((h >> 18) & 511) as usize]
+    }
+
+    fn give(&mut self, id: u64) {
+        for p in Client::probes(id) {
+            self.given[p / 64] |= 1 << (p % 64);
+        }
+    }
+
+    fn was_given(&self, id: u64) -> bool {
+        Client::probes(id).iter().all(|&p| self.given[p / 64] & (1 << (p % 64)) != 0)
     }
 
     /// Distinct paths seen, by linear counting over 512 bits.
@@ -536,6 +565,8 @@ impl Detector {
             c.missing = 0;
             c.errors = 0;
             c.paths = [0; 8];
+            c.unknown = [0; 2];
+            c.unknown_reads = 0;
         }
         c.requests += 1;
         if cx.status == 404 {
@@ -572,6 +603,34 @@ impl Detector {
                     false,
                 ));
             }
+        }
+        // Objects read by ids no response gave this client (once responses give it ids).
+        if let (Some(id), true, true) =
+            (ins.traits.object_id, (200..300).contains(&cx.status), matches!(cx.method, "GET" | "HEAD"))
+        {
+            if c.given_by > 0 && !c.was_given(id) {
+                let h = finish(id ^ 0x756e_6b6e_6f77_6e21);
+                c.unknown[(h & 1) as usize] |= 1 << ((h >> 1) & 63);
+                c.unknown_reads += 1;
+                let distinct = behaviour::distinct(&c.unknown);
+                if c.unknown_reads >= cfg.bola_unknown_ids && distinct >= cfg.bola_unknown_ids as f64 {
+                    found.push((
+                        RuleId::BolaUnknownIds,
+                        vec!["ids_not_given"],
+                        format!("~{distinct:.0} objects read by ids no earlier response gave this client"),
+                        true,
+                    ));
+                }
+            }
+        }
+        // A response that names other objects than the one asked for teaches ids (an
+        // object's own id in its answer does not).
+        let given = &ins.traits.given[..ins.traits.n_given as usize];
+        for &id in given {
+            c.give(id);
+        }
+        if given.iter().any(|&g| Some(g) != ins.traits.object_id) {
+            c.given_by += 1;
         }
         // What it does on this endpoint: distinct values tried, walks through ids.
         let window = cfg.spray_window_secs as i64 * NS;

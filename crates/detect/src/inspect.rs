@@ -108,9 +108,39 @@ pub struct Traits {
     pub target: u64,
     /// The last all-digit path segment, else the first all-digit query value.
     pub object_id: Option<u64>,
+    /// Numeric ids the response gave the client (`"id": 42`, `"order_id": 7`, `"userId"`;
+    /// the first eight in the first 16 KiB of a JSON body).
+    pub given: [u64; 8],
+    pub n_given: u8,
 }
 
 impl Traits {
+    /// Numeric values of id-named JSON members (`"id":`, `..._id":`, `...Id":`).
+    fn ids_in(&mut self, body: &[u8]) {
+        let b = &body[..body.len().min(16 << 10)];
+        if b.first().is_none_or(|&c| c != b'{' && c != b'[') {
+            return;
+        }
+        for at in memchr::memmem::find_iter(b, b"d\":") {
+            let named =
+                at >= 2 && (b[at - 1] == b'i' || b[at - 1] == b'I') && matches!(b[at - 2], b'"' | b'_' | b'a'..=b'z');
+            if !named {
+                continue;
+            }
+            let rest = &b[at + 3..];
+            let start = rest.iter().position(|c| *c != b' ').unwrap_or(rest.len());
+            let digits = rest[start..].iter().take_while(|c| c.is_ascii_digit()).count();
+            if (1..=18).contains(&digits) {
+                let v = rest[start..start + digits].iter().fold(0u64, |n, &d| n * 10 + (d - b'0') as u64);
+                self.given[self.n_given as usize] = v;
+                self.n_given += 1;
+                if self.n_given as usize == self.given.len() {
+                    return;
+                }
+            }
+        }
+    }
+
     pub fn of(tx: &Transaction) -> Traits {
         let req = tx.request.as_deref();
         let resp = tx.response.as_deref();
@@ -123,7 +153,12 @@ impl Traits {
             credentials: false,
             target: 0,
             object_id: None,
+            given: [0; 8],
+            n_given: 0,
         };
+        if let Some(r) = resp.filter(|r| (200..300).contains(&r.status)) {
+            t.ids_in(&r.msg.body.sample);
+        }
         let mut h = 0xcbf2_9ce4_8422_2325u64;
         for &b in uri {
             h = (h ^ b as u64).wrapping_mul(0x100_0000_01b3);

@@ -167,6 +167,8 @@ rules! {
         "The endpoint took far longer to answer than usual; an expensive query, an exhaustion attempt or a struggling service.";
     BolaIdWalk = "bola_id_walk", API1, COLLECTION, "T1213 Data from Information Repositories", High, false, Client,
         "One client walked through consecutive object ids on an endpoint; check that it may read each object it asked for.";
+    BolaUnknownIds = "bola_unknown_ids", API1, COLLECTION, "T1213 Data from Information Repositories", Medium, false, Client,
+        "One client read objects by ids that no earlier response gave it; check that it may read them (guessed, or taken from another user).";
     ParameterEnumeration = "parameter_enumeration", API1, DISCOVERY, "T1595.003 Wordlist Scanning", Medium, false, Client,
         "Many distinct values of an endpoint's parameters were tried, most of them refused; someone is guessing ids or names.";
     DataExfiltration = "data_exfiltration", API3, EXFILTRATION, "T1567 Exfiltration Over Web Service", High, false, Client,
@@ -218,6 +220,18 @@ mod tests {
         assert_eq!(RuleId::by_name("ssrf"), Some(RuleId::Ssrf));
         for id in RuleId::all() {
             assert_eq!(RuleId::by_name(id.name()), Some(*id));
+        }
+    }
+
+    #[test]
+    fn the_documentation_lists_every_detection_as_the_table_says() {
+        let doc = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/../../docs/detections.md")).unwrap();
+        for r in RULES {
+            let row = doc.lines().find(|l| l.starts_with(&format!("| `{}` |", r.name)));
+            let row = row.unwrap_or_else(|| panic!("docs/detections.md has no row for {}", r.name));
+            let owasp = r.owasp.split(' ').next().unwrap_or("");
+            assert!(row.contains(owasp) && row.contains(r.mitre_tactic) && row.contains(r.mitre_technique), "{row}");
+            assert!(row.contains(r.severity.name()), "{row}");
         }
     }
 }
