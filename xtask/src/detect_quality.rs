@@ -39,7 +39,21 @@ const POSTURE: &[&str] = &[
     "jwt_weak_secret",
     "error_leak",
     "credentials_in_url",
+    // An endpoint that answers anyone with sensitive data (as the test servers do): true of
+    // the API. Unauthenticated successes where credentials are the rule stay attacks.
+    "unauthenticated_access:sensitive_data",
 ];
+
+/// A finding's name for the report: unauthenticated access split by why it was raised.
+fn reported_name(r: &serde_json::Value) -> String {
+    let det = r["detection"].as_str().unwrap_or("");
+    let usual = r["signs"].as_array().is_some_and(|s| s.iter().any(|x| x == "usually_authenticated"));
+    if det == "unauthenticated_access" && !usual {
+        "unauthenticated_access:sensitive_data".into()
+    } else {
+        det.into()
+    }
+}
 
 struct Phase {
     name: &'static str,
@@ -146,9 +160,7 @@ fn short_learning(path: &Path) -> Result<()> {
         }
         match (r["kind"].as_str(), r["event"].as_str()) {
             (Some("transaction"), _) => txs += 1,
-            (Some("detection"), Some("new")) => {
-                *by.entry(r["detection"].as_str().unwrap_or("").to_string()).or_default() += 1
-            }
+            (Some("detection"), Some("new")) => *by.entry(reported_name(&r)).or_default() += 1,
             _ => {}
         }
     }
@@ -377,7 +389,7 @@ fn report(default_out: &Path, every_out: &Path, oracle: Option<&Path>, assets: &
             }
             Some("detection") => {
                 if let Some(p) = r["actor"]["ip"].as_str().and_then(phase_of) {
-                    let det = r["detection"].as_str().unwrap_or("").to_string();
+                    let det = reported_name(r);
                     flagged[p].entry(det).or_default().insert(r["ts"].as_str().unwrap_or("").to_string());
                 }
             }
@@ -388,7 +400,7 @@ fn report(default_out: &Path, every_out: &Path, oracle: Option<&Path>, assets: &
     for r in records(default_out)? {
         if r["kind"] == "detection" && r["event"] == "new" {
             if let Some(p) = r["actor"]["ip"].as_str().and_then(phase_of) {
-                *findings[p].entry(r["detection"].as_str().unwrap_or("").to_string()).or_default() += 1;
+                *findings[p].entry(reported_name(&r)).or_default() += 1;
             }
         }
     }

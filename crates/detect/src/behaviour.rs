@@ -143,11 +143,28 @@ pub(crate) struct Base {
     /// By status class: 2xx, 3xx, 4xx, 5xx and no response.
     pub shapes: [Shape; 5],
     pub spread: Spread,
+    /// Reads of objects by clients that responses had taught ids, and how many of those
+    /// ids the responses had given them.
+    pub id_reads: u32,
+    pub id_reads_given: u32,
 }
 
 impl Base {
     pub fn new(ts: i64) -> Base {
-        Base { first_ts: ts, rate: Rate::default(), shapes: [Shape::default(); 5], spread: Spread::new(ts) }
+        Base {
+            first_ts: ts,
+            rate: Rate::default(),
+            shapes: [Shape::default(); 5],
+            spread: Spread::new(ts),
+            id_reads: 0,
+            id_reads_given: 0,
+        }
+    }
+
+    /// Clients of this endpoint read objects by ids they were given (nine reads in ten,
+    /// over `min` reads): only there is reading others a sign.
+    pub fn follows_ids(&self, min: u32) -> bool {
+        self.id_reads >= min && self.id_reads_given as u64 * 10 >= self.id_reads as u64 * 9
     }
 }
 

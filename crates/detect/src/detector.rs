@@ -502,7 +502,7 @@ impl Detector {
                 }
                 if self.clients.len() >= self.cfg.max_clients {
                     self.counters.clients_dropped_cap += 1;
-                    self.baselines(cx, ins, None, out);
+                    self.baselines(cx, ins, None, None, out);
                     return;
                 }
             }
@@ -604,11 +604,23 @@ impl Detector {
                 ));
             }
         }
-        // Objects read by ids no response gave this client (once responses give it ids).
+        // Objects read by ids no response gave this client (once responses give it ids), on
+        // an endpoint whose clients learned to read objects by the ids they were given.
+        let key = endpoint_key(cx);
+        let mut id_read = None;
         if let (Some(id), true, true) =
             (ins.traits.object_id, (200..300).contains(&cx.status), matches!(cx.method, "GET" | "HEAD"))
         {
-            if c.given_by > 0 && !c.was_given(id) {
+            let given = c.given_by > 0 && c.was_given(id);
+            let follows = self
+                .bases
+                .get(&key)
+                .is_some_and(|b| cx.ts - b.first_ts >= cfg.learning_secs as i64 * NS && b.follows_ids(cfg.min_samples));
+            // What is judged does not teach the baseline (one client's walk would erode it).
+            if c.given_by > 0 && (given || !follows) {
+                id_read = Some(given);
+            }
+            if c.given_by > 0 && !given && follows {
                 let h = finish(id ^ 0x756e_6b6e_6f77_6e21);
                 c.unknown[(h & 1) as usize] |= 1 << ((h >> 1) & 63);
                 c.unknown_reads += 1;
@@ -634,7 +646,6 @@ impl Detector {
         }
         // What it does on this endpoint: distinct values tried, walks through ids.
         let window = cfg.spray_window_secs as i64 * NS;
-        let key = endpoint_key(cx);
         let refused = (400..500).contains(&cx.status);
         let sl = behaviour::slot(&mut c.slots, key, cx.ts, window);
         sl.add(ins.traits.target, refused, ins.traits.object_id);
@@ -671,12 +682,21 @@ impl Detector {
                 false,
             ));
         }
-        self.baselines(cx, ins, Some(found), out);
+        self.baselines(cx, ins, Some(found), id_read, out);
     }
 
     /// Findings of the baselines of endpoints and principals, and of single transactions;
     /// with `found` those of the client's table (None: the client was not followed).
-    fn baselines(&mut self, cx: &Context<'_>, ins: &Inspection, found: Option<Found>, out: &mut Vec<Finding>) {
+    /// `id_read`: the call read an object by an id, by a client responses had taught ids;
+    /// whether they had given it this one.
+    fn baselines(
+        &mut self,
+        cx: &Context<'_>,
+        ins: &Inspection,
+        found: Option<Found>,
+        id_read: Option<bool>,
+        out: &mut Vec<Finding>,
+    ) {
         let mut found = found.unwrap_or_default();
         let cfg = &self.cfg;
         let t = &ins.traits;
@@ -701,7 +721,9 @@ impl Detector {
         if let Some(f) = cx.facts {
             // Reads only: a write answered with what it sent (a sign-up) exposes nothing.
             let read = matches!(cx.method, "GET" | "HEAD");
-            if success && !t.credentials {
+            // Credentials as either half reads them (the inventory knows more places:
+            // keys in the query, other cookies), so that both sides of the share agree.
+            if success && !t.credentials && !f.authenticated {
                 let mut signs = Vec::new();
                 if read && (f.sensitive_found > 0 || f.sensitive_endpoint) {
                     signs.push("sensitive_data");
@@ -747,6 +769,10 @@ impl Detector {
             }
         }
         if let Some(b) = self.bases.get_mut(&key) {
+            if let Some(given) = id_read {
+                b.id_reads = b.id_reads.saturating_add(1);
+                b.id_reads_given = b.id_reads_given.saturating_add(given as u32);
+            }
             b.rate.tick(cx.ts);
             let learn_minutes = (cfg.learning_secs / 60).max(1) as u32;
             if !b.rate.flagged && b.rate.spike(learn_minutes, cfg.endpoint_spike_min, cfg.spike_ratio as f32) {

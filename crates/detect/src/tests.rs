@@ -748,37 +748,47 @@ fn findings_of_other_detections_and_actors_never_share_a_window() {
 
 #[test]
 fn objects_read_by_ids_no_response_gave() {
-    let mut f = Feed::new(DetectorConfig::default());
-    let list = |client: &str| {
+    let cfg = DetectorConfig { learning_secs: 60, min_samples: 20, ..DetectorConfig::default() };
+    let mut f = Feed::new(cfg.clone());
+    let list = |client: &str, path: &str| {
         let body = br#"[{"id": 1, "name": "a"}, {"id":2}, {"id":3, "ownerId": 900}]"#;
-        tx(client, "GET /orders HTTP/1.1\r\nHost: api\r\n\r\n", b"", 200, "Content-Type: application/json\r\n", body)
+        let req = format!("GET {path} HTTP/1.1\r\nHost: api\r\n\r\n");
+        tx(client, &req, b"", 200, "Content-Type: application/json\r\n", body)
     };
-    let one = |client: &str, id: u64, status: u16| {
+    let one = |client: &str, path: &str, id: u64, status: u16| {
         let body = format!(r#"{{"id":{id},"total":12}}"#);
-        let req = format!("GET /orders/{id} HTTP/1.1\r\nHost: api\r\n\r\n");
+        let req = format!("GET {path}/{id} HTTP/1.1\r\nHost: api\r\n\r\n");
         tx(client, &req, b"", status, "Content-Type: application/json\r\n", body.as_bytes())
     };
-    let t = Traits::of(&list("10.9.0.1"));
+    let t = Traits::of(&list("10.9.0.1", "/orders"));
     assert_eq!(&t.given[..t.n_given as usize], [1, 2, 3, 900]);
-    // A client that lists, then reads what the list gave it, and a few more.
-    f.call(&list("10.9.0.1"), "/orders", 0, None);
-    for (k, id) in [1, 2, 3, 900, 41, 77].iter().enumerate() {
-        f.call(&one("10.9.0.1", *id, 200), "/orders/{id}", 10 + k as i64, None);
+    // Learning: clients list, then read what the list gave them (and an odd other one).
+    for k in 0..40i64 {
+        let c = format!("10.9.1.{}", k % 5);
+        f.call(&list(&c, "/orders"), "/orders", k * 3000, None);
+        let id = if k == 7 { 55 } else { 1 + k as u64 % 3 };
+        f.call(&one(&c, "/orders", id, 200), "/orders/{id}", k * 3000 + 1, None);
     }
     assert!(f.names().is_empty(), "{:?}", f.names());
-    // Another reads twelve objects it was never given (not in sequence).
-    f.call(&list("10.9.0.2"), "/orders", 100, None);
+    // Then one client reads twelve objects it was never given (not in sequence).
+    f.call(&list("10.9.0.2", "/orders"), "/orders", 200_000, None);
     let mut seen = Vec::new();
     for k in 0..12u64 {
-        seen.extend(f.call(&one("10.9.0.2", 1000 + k * 37, 200), "/orders/{id}", 200 + k as i64, None));
+        seen.extend(f.call(&one("10.9.0.2", "/orders", 1000 + k * 37, 200), "/orders/{id}", 200_100 + k as i64, None));
     }
     assert_eq!(seen, ["bola_unknown_ids"]);
-    // Refused reads are not objects read; a client never given ids is not judged.
-    let mut g = Feed::new(DetectorConfig::default());
-    g.call(&list("10.9.0.3"), "/orders", 0, None);
+    // Where clients read objects by ids from elsewhere as a rule, nothing is a sign.
+    let mut g = Feed::new(cfg);
+    for k in 0..40i64 {
+        let c = format!("10.9.2.{}", k % 5);
+        g.call(&list(&c, "/items"), "/items", k * 3000, None);
+        g.call(&one(&c, "/items", 5000 + k as u64 * 37, 200), "/items/{id}", k * 3000 + 1, None);
+    }
+    g.call(&list("10.9.0.3", "/items"), "/items", 200_000, None);
     for k in 0..12u64 {
-        g.call(&one("10.9.0.3", 5000 + k * 37, 403), "/orders/{id}", 10 + k as i64, None);
-        g.call(&one("10.9.0.4", 5000 + k * 37, 200), "/orders/{id}", 10 + k as i64, None);
+        g.call(&one("10.9.0.3", "/items", 9000 + k * 37, 200), "/items/{id}", 200_100 + k as i64, None);
+        // Refused reads are not objects read; a client never taught ids is not judged.
+        g.call(&one("10.9.0.4", "/items", 9000 + k * 37, 200), "/items/{id}", 200_100 + k as i64, None);
     }
     assert!(!g.names().contains(&"bola_unknown_ids"), "{:?}", g.names());
 }

@@ -222,6 +222,7 @@ fn facts(host: &str, slot: u32, e: Option<&Endpoint>, o: &Observation) -> apiwat
         key: key ^ (slot as u64).wrapping_mul(0x9e37_79b9_7f4a_7c15),
         first_seen: o.ts,
         external: o.external,
+        authenticated: o.auth != crate::observe::Auth::None,
         ..Default::default()
     };
     let Some(e) = e else { return f };

@@ -40,6 +40,9 @@ pub struct EndpointFacts {
     pub unauthenticated_success: u64,
     /// The client is external (not in the internal ranges).
     pub external: bool,
+    /// This call carried credentials as the inventory reads them (Authorization, an API key
+    /// in a header, the query or a cookie, a session cookie).
+    pub authenticated: bool,
 }
 
 /// Version of the record schema. Bump on any incompatible change of a field.
