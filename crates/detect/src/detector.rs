@@ -349,6 +349,9 @@ pub struct Detector {
     population: [Welford; 2],
     /// All clients' busy minutes: log calls.
     client_minutes: Welford,
+    /// The transaction at hand's endpoint key and host hash (computed once per `observe`).
+    ek: u64,
+    hk: u64,
 }
 
 /// Findings of behaviour: (detection, signs, evidence, about the endpoint rather than the
@@ -454,6 +457,8 @@ impl Detector {
             last_volume_prune: i64::MIN,
             population: [Welford::default(); 2],
             client_minutes: Welford::default(),
+            ek: 0,
+            hk: 0,
         }
     }
 
@@ -461,9 +466,14 @@ impl Detector {
     pub fn observe(&mut self, cx: &Context<'_>, ins: &Inspection, out: &mut Vec<Finding>) {
         self.counters.transactions += 1;
         self.counters.signals += ins.signals.len() as u64;
+        self.ek = endpoint_key(cx);
+        self.hk = hash_str(0x51, cx.host);
         self.sweep(cx.ts, out);
         let success = (200..300).contains(&cx.status);
         for s in &ins.signals {
+            // Versions leaked are about the server, not one endpoint.
+            let per_endpoint = s.rule != RuleId::VersionDisclosure;
+            let Some(key) = self.admit(s.rule, per_endpoint, cx, ins.principal.as_deref()) else { continue };
             let rule = s.rule.rule();
             let mut severity = rule.severity;
             if rule.raise_on_success && success {
@@ -478,14 +488,14 @@ impl Detector {
                 actor: if rule.side == Side::Server { cx.server } else { cx.client },
                 principal: if rule.side == Side::Client { ins.principal.clone() } else { None },
                 host: cx.host.to_string(),
-                method: cx.method.to_string(),
-                template: template(cx),
+                method: if per_endpoint { cx.method.to_string() } else { "*".into() },
+                template: if per_endpoint { template(cx) } else { "*".into() },
                 status: cx.status,
-                location: s.location.clone(),
-                signs: s.signs.clone(),
-                evidence: s.evidence.clone(),
+                location: s.location.to_string(),
+                signs: s.signs.to_vec(),
+                evidence: s.evidence.to_string(),
             };
-            self.report(f, cx, out);
+            self.open_finding(key, f, out);
         }
         self.behaviour(cx, ins, out);
     }
@@ -606,7 +616,7 @@ impl Detector {
         }
         // Objects read by ids no response gave this client (once responses give it ids), on
         // an endpoint whose clients learned to read objects by the ids they were given.
-        let key = endpoint_key(cx);
+        let key = self.ek;
         let mut id_read = None;
         if let (Some(id), true, true) =
             (ins.traits.object_id, (200..300).contains(&cx.status), matches!(cx.method, "GET" | "HEAD"))
@@ -760,7 +770,7 @@ impl Detector {
             }
         }
         // The endpoint's baselines.
-        let key = endpoint_key(cx);
+        let key = self.ek;
         if !self.bases.contains_key(&key) {
             if self.bases.len() >= cfg.max_endpoints {
                 self.counters.endpoints_dropped_cap += 1;
@@ -874,6 +884,7 @@ impl Detector {
             }
         }
         for (rule, signs, evidence, per_endpoint) in found {
+            let Some(key) = self.admit(rule, per_endpoint, cx, ins.principal.as_deref()) else { continue };
             let r = rule.rule();
             let f = Finding {
                 id: String::new(),
@@ -891,60 +902,60 @@ impl Detector {
                 signs,
                 evidence,
             };
-            self.report(f, cx, out);
+            self.open_finding(key, f, out);
         }
     }
 
-    fn allowed(&self, f: &Finding, cx: &Context<'_>) -> bool {
+    fn allowed(&self, rule: RuleId, cx: &Context<'_>) -> bool {
         self.cfg.allow.iter().any(|a| {
-            a.rule.is_none_or(|r| r == f.rule)
+            a.rule.is_none_or(|r| r == rule)
                 && a.client.is_none_or(|n| n.contains(cx.client))
-                && a.path_prefix.as_deref().is_none_or(|p| cx.path.starts_with(p) || f.template.starts_with(p))
+                && a.path_prefix.as_deref().is_none_or(|p| cx.path.starts_with(p) || template(cx).starts_with(p))
         })
     }
 
-    fn report(&mut self, mut f: Finding, cx: &Context<'_>, out: &mut Vec<Finding>) {
-        if self.cfg.disabled.contains(&f.rule) {
+    /// Whether a finding of `rule` here is to be made: not turned off, not allowed, and not
+    /// a repeat of an open finding of the same (detection, actor, endpoint). A repeat is
+    /// counted here without building anything: findings like a version in every answer's
+    /// Server header repeat on every transaction. Some(the aggregation key) when it is.
+    fn admit(&mut self, rule: RuleId, per_endpoint: bool, cx: &Context<'_>, principal: Option<&str>) -> Option<u64> {
+        if self.cfg.disabled.contains(&rule) {
             self.counters.disabled += 1;
-            return;
+            return None;
         }
-        if self.allowed(&f, cx) {
+        if !self.cfg.allow.is_empty() && self.allowed(rule, cx) {
             self.counters.allowed += 1;
-            return;
+            return None;
         }
-        // Leaks of versions are about the server, not one endpoint.
-        if f.rule == RuleId::VersionDisclosure {
-            f.method = "*".into();
-            f.template = "*".into();
-        }
+        let actor = if rule.rule().side == Side::Server { cx.server } else { cx.client };
         // The rule is mixed in first: XOR-ed straight with the address, detection 4 from
         // 10.77.0.12 and detection 20 from 10.77.0.28 made the same key (and one finding
         // swallowed the other).
-        let mut key = hash_ip(mix(0x5851_f42d_4c95_7f2d, f.rule as u64), f.actor);
+        let mut key = hash_ip(mix(0x5851_f42d_4c95_7f2d, rule as u64), actor);
         // Exfiltration is about a principal: several behind one address are several actors.
-        if f.rule == RuleId::DataExfiltration {
-            key = hash_str(key, f.principal.as_deref().unwrap_or(""));
+        if rule == RuleId::DataExfiltration {
+            key = hash_str(key, principal.unwrap_or(""));
         }
-        for s in [&f.host, &f.method, &f.template] {
-            key = hash_str(key, s);
+        key = mix(key, self.hk);
+        key = finish(mix(key, if per_endpoint { self.ek } else { 0x2a }));
+        if self.cfg.window_secs > 0 {
+            if let Some(o) = self.open.get_mut(&key) {
+                o.count += 1;
+                o.last_ts = o.last_ts.max(cx.ts);
+                self.counters.repeats += 1;
+                return None;
+            }
         }
-        let key = finish(key);
-        if self.cfg.window_secs == 0 {
-            // No folding: every occurrence is reported (for evaluation and debugging).
-            f.id = format!("{:016x}", finish(mix(key, f.ts as u64)));
-            self.counters.findings += 1;
-            out.push(f);
-            return;
-        }
-        if let Some(o) = self.open.get_mut(&key) {
-            o.count += 1;
-            o.last_ts = o.last_ts.max(f.ts);
-            self.counters.repeats += 1;
-            return;
-        }
+        Some(key)
+    }
+
+    /// Report a finding `admit` let through, and open its window.
+    fn open_finding(&mut self, key: u64, mut f: Finding, out: &mut Vec<Finding>) {
         f.id = format!("{:016x}", finish(mix(key, f.ts as u64)));
         self.counters.findings += 1;
-        if self.open.len() >= self.cfg.max_open {
+        if self.cfg.window_secs == 0 {
+            // No folding: every occurrence is reported (for evaluation and debugging).
+        } else if self.open.len() >= self.cfg.max_open {
             self.counters.open_cap_hits += 1;
         } else {
             self.open

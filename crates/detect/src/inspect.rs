@@ -11,6 +11,7 @@ use crate::normalize;
 use crate::rules::RuleId;
 use crate::signatures::{self, Signature};
 use apiwatch_model::{Flags, Transaction};
+use std::borrow::Cow;
 
 /// Limits on what one transaction costs.
 #[derive(Debug, Clone)]
@@ -35,11 +36,11 @@ pub struct Signal {
     pub rule: RuleId,
     /// Where: `path`, `query:NAME`, `header:NAME`, `body:/json/pointer`, `body`,
     /// `response:body`, `response:header:NAME`, `framing`.
-    pub location: String,
+    pub location: Cow<'static, str>,
     /// The patterns or facts that made it, by name.
-    pub signs: Vec<&'static str>,
+    pub signs: Cow<'static, [&'static str]>,
     /// Redacted: never a credential or a data value.
-    pub evidence: String,
+    pub evidence: Cow<'static, str>,
 }
 
 /// A login attempt: a hash of the user name when one was sent, and how it went.
@@ -121,13 +122,20 @@ impl Traits {
         if b.first().is_none_or(|&c| c != b'{' && c != b'[') {
             return;
         }
-        for at in memchr::memmem::find_iter(b, b"d\":") {
-            let named =
-                at >= 2 && (b[at - 1] == b'i' || b[at - 1] == b'I') && matches!(b[at - 2], b'"' | b'_' | b'a'..=b'z');
+        static LOWER: std::sync::LazyLock<memchr::memmem::Finder<'static>> =
+            std::sync::LazyLock::new(|| memchr::memmem::Finder::new(b"id\":"));
+        static UPPER: std::sync::LazyLock<memchr::memmem::Finder<'static>> =
+            std::sync::LazyLock::new(|| memchr::memmem::Finder::new(b"Id\":"));
+        // `id":` (`"id"`, `"order_id"`), then `Id":` (`"userId"`) when the body has an `I`.
+        let upper = memchr::memchr(b'I', b).is_some();
+        for at in LOWER.find_iter(b).chain(UPPER.find_iter(if upper { b } else { &[] })) {
+            // `at` is the `i`: a member name ends here when it starts there or after `_` or
+            // a lower-case letter (camelCase).
+            let named = at >= 1 && matches!(b[at - 1], b'"' | b'_' | b'a'..=b'z');
             if !named {
                 continue;
             }
-            let rest = &b[at + 3..];
+            let rest = &b[at + 4..];
             let start = rest.iter().position(|c| *c != b' ').unwrap_or(rest.len());
             let digits = rest[start..].iter().take_while(|c| c.is_ascii_digit()).count();
             if (1..=18).contains(&digits) {
@@ -159,9 +167,11 @@ impl Traits {
         if let Some(r) = resp.filter(|r| (200..300).contains(&r.status)) {
             t.ids_in(&r.msg.body.sample);
         }
-        let mut h = 0xcbf2_9ce4_8422_2325u64;
-        for &b in uri {
-            h = (h ^ b as u64).wrapping_mul(0x100_0000_01b3);
+        let mut h = 0xcbf2_9ce4_8422_2325u64 ^ uri.len() as u64;
+        for c in uri.chunks(8) {
+            let mut w = [0u8; 8];
+            w[..c.len()].copy_from_slice(c);
+            h = (h ^ u64::from_le_bytes(w)).wrapping_mul(0xff51_afd7_ed55_8ccd).rotate_left(31);
         }
         t.target = h ^ (h >> 29);
         let (path, query) = match uri.iter().position(|&c| c == b'?') {
@@ -195,6 +205,10 @@ pub struct Inspector {
     nosql: Signature,
     leaks: Leaks,
     jwts: jwt::Cache,
+    /// The last User-Agent seen and the scanner signature's verdict on it.
+    last_agent: (Vec<u8>, Option<(&'static str, Vec<&'static str>)>),
+    /// The last versioned response header seen (name and value) and its evidence.
+    last_version: (Vec<u8>, String),
 }
 
 /// Query and form names that carry credentials.
@@ -241,9 +255,7 @@ fn plain(v: &[u8]) -> bool {
 
 /// Header values are checked only when they hold a character injections need and browser
 /// or client strings do not: quotes, angle brackets, backticks, `$`, `|`, braces, `%`, or
-/// a comment marker.
-/// Could this header value hold an attack: a quote, bracket or shell character, or `--`,
-/// `/*`, `../` (one pass: this runs on every header of every request).
+/// `--`, `/*`, `../` (one pass: this runs on every header of every request).
 fn suspicious_header(v: &[u8]) -> bool {
     v.iter().enumerate().any(|(i, &c)| match c {
         b'\'' | b'"' | b'<' | b'>' | b'`' | b'$' | b'|' | b'{' | b'}' | b'%' | b'\\' => true,
@@ -255,7 +267,7 @@ fn suspicious_header(v: &[u8]) -> bool {
     })
 }
 
-fn short_hash(b: &[u8]) -> String {
+pub(crate) fn short_hash(b: &[u8]) -> String {
     use sha2::Digest;
     let d = sha2::Sha256::digest(b);
     d[..4].iter().map(|x| format!("{x:02x}")).collect()
@@ -305,6 +317,8 @@ impl Inspector {
             nosql: signatures::nosql(),
             leaks: Leaks::default(),
             jwts: jwt::Cache::default(),
+            last_agent: (Vec::new(), None),
+            last_version: (Vec::new(), String::new()),
         }
     }
 
@@ -323,9 +337,9 @@ impl Inspector {
             out.signals.push(Signal {
                 rule: RuleId::OversizedHeaders,
                 location: "headers".into(),
-                signs: vec!["header_block_over_limit"],
+                signs: Cow::Borrowed(&["header_block_over_limit"]),
                 evidence: if len > 0 {
-                    format!("{len} bytes of headers")
+                    format!("{len} bytes of headers").into()
                 } else {
                     "header block over the limit".into()
                 },
@@ -338,8 +352,8 @@ impl Inspector {
             out.signals.push(Signal {
                 rule: RuleId::MalformedRequest,
                 location: "framing".into(),
-                signs: vec!["parse_error"],
-                evidence: tx.flags.names().collect::<Vec<_>>().join(", "),
+                signs: Cow::Borrowed(&["parse_error"]),
+                evidence: tx.flags.names().collect::<Vec<_>>().join(", ").into(),
             });
         }
         if let Some(resp) = tx.response.as_deref() {
@@ -378,8 +392,8 @@ impl Inspector {
             out.signals.push(Signal {
                 rule: RuleId::InvalidMethod,
                 location: "method".into(),
-                signs: vec!["not_a_method"],
-                evidence: redact(&String::from_utf8_lossy(method), 40),
+                signs: Cow::Borrowed(&["not_a_method"]),
+                evidence: redact(&String::from_utf8_lossy(method), 40).into(),
             });
         }
         // Framing.
@@ -405,8 +419,8 @@ impl Inspector {
             out.signals.push(Signal {
                 rule: RuleId::RequestSmuggling,
                 location: "framing".into(),
-                evidence: framing.join(", "),
-                signs: framing,
+                evidence: framing.join(", ").into(),
+                signs: framing.into(),
             });
         }
 
@@ -442,23 +456,30 @@ impl Inspector {
                     break;
                 }
                 let (name, value) = pair.split_once('=').unwrap_or((pair, ""));
-                let name_d = normalize::percent_decode(name, true);
-                let lname = name_d.to_ascii_lowercase();
+                let name_d: std::borrow::Cow<str> = if name.bytes().any(|c| c == b'%' || c == b'+') {
+                    normalize::percent_decode(name, true).into()
+                } else {
+                    name.into()
+                };
                 if !value.is_empty()
-                    && (CREDENTIAL_NAMES.contains(&lname.as_str())
+                    && (CREDENTIAL_NAMES.iter().any(|c| c.eq_ignore_ascii_case(&name_d))
                         || value.starts_with("eyJ") && value.matches('.').count() == 2)
                 {
                     out.signals.push(Signal {
                         rule: RuleId::CredentialsInUrl,
-                        location: format!("query:{}", show_name(&name_d)),
-                        signs: vec!["credential_parameter"],
-                        evidence: format!("{}=<{} characters>", show_name(&name_d), value.len()),
+                        location: format!("query:{}", show_name(&name_d)).into(),
+                        signs: Cow::Borrowed(&["credential_parameter"]),
+                        evidence: format!("{}=<{} characters>", show_name(&name_d), value.len()).into(),
                     });
+                    continue;
+                }
+                let (odd_name, odd_value) = (!plain(name.as_bytes()), !plain(value.as_bytes()));
+                if !odd_name && !odd_value {
                     continue;
                 }
                 let loc = format!("query:{}", show_name(&name_d));
                 // The name itself can carry the attack (`?$where=`, `?a[$ne]=`).
-                if !plain(name.as_bytes()) {
+                if odd_name {
                     self.value(&loc, name, true, out);
                 }
                 self.value(&loc, value, true, out);
@@ -469,8 +490,13 @@ impl Inspector {
         let mut creds: Option<&'static str> = None;
         for (n, v) in head.iter() {
             if n.eq_ignore_ascii_case(b"user-agent") {
-                if let Some(hit) = self.scanner.check(&text(v).to_ascii_lowercase()) {
-                    push(out, hit.signature, "header:User-Agent", hit.signs, text(v));
+                // Clients send the same agent with every call: the last one's verdict is kept.
+                if self.last_agent.0.as_slice() != v {
+                    let hit = self.scanner.check(&text(v).to_ascii_lowercase()).map(|h| (h.signature, h.signs));
+                    self.last_agent = (v.to_vec(), hit);
+                }
+                if let Some((sig, signs)) = self.last_agent.1.clone() {
+                    push(out, sig, "header:User-Agent", signs, text(v));
                 }
             }
             if n.eq_ignore_ascii_case(b"authorization") {
@@ -507,11 +533,17 @@ impl Inspector {
         out.traits.credentials = creds.is_some() || out.principal.is_some();
         if let Some(how) = creds {
             if !loopback(tx) {
+                let (signs, evidence): (&'static [&'static str], &'static str) = match how {
+                    "basic_auth" => (&["basic_auth"], "basic_auth over http"),
+                    "bearer_token" => (&["bearer_token"], "bearer_token over http"),
+                    "api_key_header" => (&["api_key_header"], "api_key_header over http"),
+                    _ => (&["authorization_header"], "authorization_header over http"),
+                };
                 out.signals.push(Signal {
                     rule: RuleId::CleartextCredentials,
                     location: "header".into(),
-                    signs: vec![how],
-                    evidence: format!("{how} over http"),
+                    signs: Cow::Borrowed(signs),
+                    evidence: Cow::Borrowed(evidence),
                 });
             }
         }
@@ -653,51 +685,57 @@ impl Inspector {
             out.principal.get_or_insert_with(|| format!("token:{}", short_hash(rest.as_bytes())));
             return;
         };
-        out.principal = Some(match &j.sub {
-            Some(s) => format!("jwt:{}", redact_user(s)),
-            None => format!("jwt:{}", short_hash(rest.as_bytes())),
-        });
+        out.principal = Some(j.principal.clone());
         let status = tx.response.as_deref().map_or(0, |r| r.status);
         let ok = (200..300).contains(&status);
-        let mut sig = |rule: RuleId, sign: &'static str, evidence: String| {
-            out.signals.push(Signal { rule, location: "header:Authorization".into(), signs: vec![sign], evidence });
+        let mut sig = |rule: RuleId, sign: &'static [&'static str], evidence: Cow<'static, str>| {
+            let signs = Cow::Borrowed(sign);
+            out.signals.push(Signal { rule, location: "header:Authorization".into(), signs, evidence });
         };
         if j.alg == "none" {
-            sig(RuleId::JwtAlgNone, "alg_none", "JWT header alg=none".into());
+            sig(RuleId::JwtAlgNone, &["alg_none"], "JWT header alg=none".into());
         }
         if j.weak_secret {
             sig(
                 RuleId::JwtWeakSecret,
-                "dictionary_secret",
-                format!("JWT {} signed with a common secret", j.alg.to_uppercase()),
+                &["dictionary_secret"],
+                format!("JWT {} signed with a common secret", j.alg.to_uppercase()).into(),
             );
         }
         match j.exp {
-            None => sig(RuleId::JwtNoExpiry, "no_exp", "JWT without exp".into()),
+            None => sig(RuleId::JwtNoExpiry, &["no_exp"], "JWT without exp".into()),
             Some(exp) => {
                 let now = tx.ts() / 1_000_000_000;
                 if ok && exp < now {
                     sig(
                         RuleId::JwtExpiredAccepted,
-                        "expired",
-                        format!("exp {} s before the request, answered {status}", now - exp),
+                        &["expired"],
+                        format!("exp {} s before the request, answered {status}", now - exp).into(),
                     );
                 }
             }
         }
     }
 
-    fn response(&self, resp: &apiwatch_model::Response, out: &mut Inspection) {
+    fn response(&mut self, resp: &apiwatch_model::Response, out: &mut Inspection) {
         for (n, v) in resp.msg.head.iter() {
             if version_header(n, v) {
+                // Servers send the same header with every answer: its evidence is kept.
+                let (key, evidence) = &mut self.last_version;
+                let same = key.len() == n.len() + 1 + v.len()
+                    && &key[..n.len()] == n
+                    && key[n.len()] == 0
+                    && &key[n.len() + 1..] == v;
+                if !same {
+                    *key = [n, b"\0", v].concat();
+                    *evidence =
+                        mask_numbers(&format!("{}: {}", String::from_utf8_lossy(n), String::from_utf8_lossy(v)), 120);
+                }
                 out.signals.push(Signal {
                     rule: RuleId::VersionDisclosure,
-                    location: format!("response:header:{}", String::from_utf8_lossy(n)),
-                    signs: vec!["versioned_software"],
-                    evidence: mask_numbers(
-                        &format!("{}: {}", String::from_utf8_lossy(n), String::from_utf8_lossy(v)),
-                        120,
-                    ),
+                    location: format!("response:header:{}", String::from_utf8_lossy(n)).into(),
+                    signs: Cow::Borrowed(&["versioned_software"]),
+                    evidence: evidence.clone().into(),
                 });
             }
         }
@@ -706,8 +744,8 @@ impl Inspector {
             out.signals.push(Signal {
                 rule: RuleId::ErrorLeak,
                 location: "response:body".into(),
-                signs: vec![kind],
-                evidence: excerpt,
+                signs: vec![kind].into(),
+                evidence: excerpt.into(),
             });
         }
     }
@@ -715,7 +753,7 @@ impl Inspector {
 
 /// A user name as shown: kept when it looks like a name, an e-mail address is cut to its
 /// first letter and domain.
-fn redact_user(u: &str) -> String {
+pub(crate) fn redact_user(u: &str) -> String {
     match u.split_once('@') {
         Some((local, domain)) => format!("{}***@{}", local.chars().next().unwrap_or('*'), domain),
         None => u.chars().filter(|c| !c.is_control()).take(64).collect(),
@@ -740,7 +778,8 @@ fn push(out: &mut Inspection, signature: &'static str, location: &str, signs: Ve
     if out.signals.iter().any(|s| s.rule == rule && s.location == location) {
         return;
     }
-    out.signals.push(Signal { rule, location: location.to_string(), signs, evidence: redact(raw, 120) });
+    let (location, evidence) = (location.to_string().into(), redact(raw, 120).into());
+    out.signals.push(Signal { rule, location, signs: signs.into(), evidence });
 }
 
 #[cfg(test)]

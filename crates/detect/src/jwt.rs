@@ -59,6 +59,8 @@ pub struct Jwt {
     pub exp: Option<i64>,
     /// HS256 with a secret from the list.
     pub weak_secret: bool,
+    /// Who it acts as: `jwt:SUB` (redacted), or `jwt:HASH` of the token without a `sub`.
+    pub principal: String,
 }
 
 fn b64(s: &str) -> Option<Vec<u8>> {
@@ -82,7 +84,11 @@ pub fn read(token: &str) -> Option<Jwt> {
     });
     let exp = payload.get("exp").and_then(|v| v.as_i64().or_else(|| v.as_f64().map(|f| f as i64)));
     let weak_secret = alg == "hs256" && weak_hs256(&token[..h.len() + 1 + p.len()], sig);
-    Some(Jwt { alg, sub, exp, weak_secret })
+    let principal = match &sub {
+        Some(s) => format!("jwt:{}", crate::inspect::redact_user(s)),
+        None => format!("jwt:{}", crate::inspect::short_hash(token.as_bytes())),
+    };
+    Some(Jwt { alg, sub, exp, weak_secret, principal })
 }
 
 /// Whether `signature` is the HS256 of `signed` under one of the weak secrets.
@@ -111,22 +117,28 @@ impl Default for Cache {
 }
 
 impl Cache {
-    pub fn read(&mut self, token: &str) -> Option<Jwt> {
-        let h = fnv(token.as_bytes());
-        let slot = &mut self.slots[(h >> 56) as usize % 256];
-        if let Some((k, v)) = slot {
-            if *k == h {
-                return v.clone();
-            }
+    pub fn read(&mut self, token: &str) -> Option<&Jwt> {
+        let h = key(token.as_bytes());
+        let i = (h >> 56) as usize % 256;
+        if !matches!(&self.slots[i], Some((k, _)) if *k == h) {
+            self.slots[i] = Some((h, read(token)));
         }
-        let v = read(token);
-        *slot = Some((h, v.clone()));
-        v
+        self.slots[i].as_ref().and_then(|(_, v)| v.as_ref())
     }
 }
 
-fn fnv(b: &[u8]) -> u64 {
-    b.iter().fold(0xcbf2_9ce4_8422_2325u64, |h, &c| (h ^ c as u64).wrapping_mul(0x0100_0000_01b3))
+/// A token's cache key: its length and its last 64 bytes (the signature, which differs
+/// between tokens whose header and payload are alike) and first 16, eight at a time.
+fn key(b: &[u8]) -> u64 {
+    let tail = &b[b.len().saturating_sub(64)..];
+    let head = &b[..b.len().min(16)];
+    let mut h = 0x9e37_79b9_7f4a_7c15u64 ^ b.len() as u64;
+    for c in head.chunks(8).chain(tail.chunks(8)) {
+        let mut w = [0u8; 8];
+        w[..c.len()].copy_from_slice(c);
+        h = (h ^ u64::from_le_bytes(w)).wrapping_mul(0xff51_afd7_ed55_8ccd).rotate_left(29);
+    }
+    h ^ (h >> 32)
 }
 
 #[cfg(test)]
@@ -164,7 +176,7 @@ pub(crate) mod tests {
         assert!(read("not.a.jwt").is_none());
         assert!(read("abc").is_none());
         let mut c = Cache::default();
-        assert_eq!(c.read(&t), read(&t));
-        assert_eq!(c.read(&t), read(&t));
+        assert_eq!(c.read(&t).cloned(), read(&t));
+        assert_eq!(c.read(&t).cloned(), read(&t));
     }
 }

@@ -117,7 +117,7 @@ fn bodies_headers_and_tools() {
     let mut ins = Inspection::default();
     i.inspect(&t, &mut ins);
     let s = &ins.signals[0];
-    assert_eq!((s.rule, s.location.as_str()), (RuleId::SqlInjection, "body:/user/filter"));
+    assert_eq!((s.rule, s.location.as_ref()), (RuleId::SqlInjection, "body:/user/filter"));
     // The password field is a credential: never checked, never shown.
     assert_eq!(ins.signals.len(), 1, "{:?}", ins.signals);
     assert!(!s.evidence.contains("password") || s.evidence.contains("********"));
@@ -251,7 +251,7 @@ fn framing_and_methods() {
     let mut ins = Inspection::default();
     i.inspect(&t, &mut ins);
     assert_eq!(ins.signals[0].rule, RuleId::RequestSmuggling);
-    assert_eq!(ins.signals[0].signs, ["conflicting_lengths", "obfuscated_transfer_encoding", "duplicate_host"]);
+    assert_eq!(*ins.signals[0].signs, ["conflicting_lengths", "obfuscated_transfer_encoding", "duplicate_host"]);
     let odd = tx("203.0.113.9", "G<T / HTTP/1.1\r\nHost: a\r\n\r\n", b"", 400, "", b"");
     assert_eq!(rules_of(&odd), ["invalid_method"]);
 }
