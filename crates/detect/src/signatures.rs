@@ -377,8 +377,11 @@ mod tests {
 
     /// libinjection's labeled strings: (label, decoded text).
     fn labeled() -> Option<Vec<(String, String)>> {
-        let p =
-            std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../../shared/attacks/libinjection/labeled.jsonl");
+        // ../shared beside the checkout, or $APIWATCH_SHARED (as the integration tests).
+        let shared = std::env::var_os("APIWATCH_SHARED")
+            .map(std::path::PathBuf::from)
+            .unwrap_or_else(|| std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../../shared"));
+        let p = shared.join("attacks/libinjection/labeled.jsonl");
         let text = std::fs::read_to_string(p).ok()?;
         Some(
             text.lines()
