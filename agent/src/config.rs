@@ -220,7 +220,7 @@ impl DetectSection {
             }
         }
         for (i, path) in self.threat_lists.iter().enumerate() {
-            if let Err(e) = threat_list(path) {
+            if let Err(e) = read_threats(&mut apiwatch_detect::ThreatList::default(), path) {
                 v.push(problem(&format!("detect.threat_lists[{i}]"), e));
             }
         }
@@ -290,25 +290,23 @@ impl DetectSection {
             error_ratio: self.error_ratio,
             pipeline_depth: self.pipeline_depth,
             unseen_after_calls: self.unseen_after_calls,
-            threats: std::sync::Arc::new(self.threat_lists.iter().filter_map(|p| threat_list(p).ok()).fold(
-                apiwatch_detect::ThreatList::default(),
-                |mut all, one| {
-                    all.extend(&one);
-                    all
-                },
-            )),
+            threats: std::sync::Arc::new({
+                let mut all = apiwatch_detect::ThreatList::default();
+                for p in &self.threat_lists {
+                    let _ = read_threats(&mut all, p); // `problems` reported what fails
+                }
+                all
+            }),
         };
         let i = apiwatch_detect::InspectConfig { max_body_bytes: self.max_body_bytes, ..Default::default() };
         Some((d, i))
     }
 }
 
-/// One threat-list file, parsed.
-fn threat_list(path: &Path) -> Result<apiwatch_detect::ThreatList, String> {
+/// Add one threat-list file's ranges to `list`.
+fn read_threats(list: &mut apiwatch_detect::ThreatList, path: &Path) -> Result<(), String> {
     let text = std::fs::read_to_string(path).map_err(|e| format!("{}: {e}", path.display()))?;
-    let mut t = apiwatch_detect::ThreatList::default();
-    t.parse(&path.display().to_string(), &text)?;
-    Ok(t)
+    list.parse(&path.display().to_string(), &text)
 }
 
 /// A custom type: a regular expression, an optional validator, keywords for the field name.

@@ -343,8 +343,8 @@ pub struct ThreatList {
 }
 
 impl ThreatList {
-    /// One address or CIDR range per line; `#` starts a comment; blank lines are skipped.
-    /// `name` names the list in errors.
+    /// Add a list's ranges: one address or CIDR range per line; `#` starts a comment;
+    /// blank lines are skipped. `name` names the list in errors.
     pub fn parse(&mut self, name: &str, text: &str) -> Result<(), String> {
         for (i, line) in text.lines().enumerate() {
             let l = line.split('#').next().unwrap_or("").trim();
@@ -360,14 +360,6 @@ impl ThreatList {
         merge(&mut self.v4);
         merge(&mut self.v6);
         Ok(())
-    }
-
-    /// Add another list's ranges.
-    pub fn extend(&mut self, other: &ThreatList) {
-        self.v4.extend_from_slice(&other.v4);
-        self.v6.extend_from_slice(&other.v6);
-        merge(&mut self.v4);
-        merge(&mut self.v6);
     }
 
     pub fn len(&self) -> usize {

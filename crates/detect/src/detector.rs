@@ -233,6 +233,40 @@ pub struct Finding {
     pub evidence: String,
 }
 
+impl Finding {
+    /// A new finding of `rule` on this transaction: severity raised for a success when the
+    /// rule says so; the actor by the rule's side; endpoint or `*` (a client or server as a
+    /// whole).
+    fn of(
+        rule: RuleId,
+        per_endpoint: bool,
+        cx: &Context<'_>,
+        ins: &Inspection,
+        location: String,
+        signs: Vec<&'static str>,
+        evidence: String,
+    ) -> Finding {
+        let r = rule.rule();
+        let success = (200..300).contains(&cx.status);
+        Finding {
+            id: String::new(),
+            ts: cx.ts,
+            event: Event::New,
+            rule,
+            severity: if r.raise_on_success && success { r.severity.raised() } else { r.severity },
+            actor: if r.side == Side::Server { cx.server } else { cx.client },
+            principal: if r.side == Side::Client { ins.principal.clone() } else { None },
+            host: cx.host.to_string(),
+            method: if per_endpoint { cx.method.to_string() } else { "*".into() },
+            template: if per_endpoint { template(cx) } else { "*".into() },
+            status: cx.status,
+            location,
+            signs,
+            evidence,
+        }
+    }
+}
+
 #[derive(Debug, Clone, Default, PartialEq, Eq, serde::Serialize)]
 pub struct DetectorCounters {
     pub transactions: u64,
@@ -325,12 +359,7 @@ impl Client {
 
     /// Distinct paths seen, by linear counting over 512 bits.
     fn distinct_paths(&self) -> f64 {
-        let m: f64 = 512.0;
-        let zeros = self.paths.iter().map(|w| w.count_zeros()).sum::<u32>() as f64;
-        if zeros == 0.0 {
-            return m * m.ln();
-        }
-        -m * (zeros / m).ln()
+        behaviour::distinct(&self.paths)
     }
 }
 
@@ -395,11 +424,7 @@ pub(crate) struct SeededHasher(u64);
 
 impl std::hash::Hasher for SeededHasher {
     fn write(&mut self, bytes: &[u8]) {
-        for c in bytes.chunks(8) {
-            let mut b = [0u8; 8];
-            b[..c.len()].copy_from_slice(c);
-            self.0 = mix(self.0, u64::from_le_bytes(b));
-        }
+        self.0 = hash_bytes(self.0, bytes);
     }
 
     fn write_u64(&mut self, v: u64) {
@@ -418,11 +443,16 @@ fn mix(h: u64, v: u64) -> u64 {
 }
 
 fn hash_str(h: u64, s: &str) -> u64 {
-    let mut h = mix(h, s.len() as u64);
-    for c in s.as_bytes().chunks(8) {
-        let mut b = [0u8; 8];
-        b[..c.len()].copy_from_slice(c);
-        h = mix(h, u64::from_le_bytes(b));
+    hash_bytes(mix(h, s.len() as u64), s.as_bytes())
+}
+
+/// Folds `b` into `h` eight bytes at a time (the detector's one byte hash: keys, its maps,
+/// the JWT cache, request targets). Not finished: callers that need spread bits `finish`.
+pub(crate) fn hash_bytes(mut h: u64, b: &[u8]) -> u64 {
+    for c in b.chunks(8) {
+        let mut w = [0u8; 8];
+        w[..c.len()].copy_from_slice(c);
+        h = mix(h, u64::from_le_bytes(w));
     }
     h
 }
@@ -469,32 +499,12 @@ impl Detector {
         self.ek = endpoint_key(cx);
         self.hk = hash_str(0x51, cx.host);
         self.sweep(cx.ts, out);
-        let success = (200..300).contains(&cx.status);
         for s in &ins.signals {
             // Versions leaked are about the server, not one endpoint.
             let per_endpoint = s.rule != RuleId::VersionDisclosure;
             let Some(key) = self.admit(s.rule, per_endpoint, cx, ins.principal.as_deref()) else { continue };
-            let rule = s.rule.rule();
-            let mut severity = rule.severity;
-            if rule.raise_on_success && success {
-                severity = severity.raised();
-            }
-            let f = Finding {
-                id: String::new(),
-                ts: cx.ts,
-                event: Event::New,
-                rule: s.rule,
-                severity,
-                actor: if rule.side == Side::Server { cx.server } else { cx.client },
-                principal: if rule.side == Side::Client { ins.principal.clone() } else { None },
-                host: cx.host.to_string(),
-                method: if per_endpoint { cx.method.to_string() } else { "*".into() },
-                template: if per_endpoint { template(cx) } else { "*".into() },
-                status: cx.status,
-                location: s.location.to_string(),
-                signs: s.signs.to_vec(),
-                evidence: s.evidence.to_string(),
-            };
+            let (loc, signs, evidence) = (s.location.to_string(), s.signs.to_vec(), s.evidence.to_string());
+            let f = Finding::of(s.rule, per_endpoint, cx, ins, loc, signs, evidence);
             self.open_finding(key, f, out);
         }
         self.behaviour(cx, ins, out);
@@ -885,23 +895,8 @@ impl Detector {
         }
         for (rule, signs, evidence, per_endpoint) in found {
             let Some(key) = self.admit(rule, per_endpoint, cx, ins.principal.as_deref()) else { continue };
-            let r = rule.rule();
-            let f = Finding {
-                id: String::new(),
-                ts: cx.ts,
-                event: Event::New,
-                rule,
-                severity: if r.raise_on_success && success { r.severity.raised() } else { r.severity },
-                actor: if r.side == Side::Server { cx.server } else { cx.client },
-                principal: if r.side == Side::Client { ins.principal.clone() } else { None },
-                host: cx.host.to_string(),
-                method: if per_endpoint { cx.method.to_string() } else { "*".into() },
-                template: if per_endpoint { template(cx) } else { "*".into() },
-                status: cx.status,
-                location: if per_endpoint { "endpoint".into() } else { "client".into() },
-                signs,
-                evidence,
-            };
+            let place = if per_endpoint { "endpoint" } else { "client" };
+            let f = Finding::of(rule, per_endpoint, cx, ins, place.into(), signs, evidence);
             self.open_finding(key, f, out);
         }
     }

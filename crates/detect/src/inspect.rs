@@ -167,12 +167,7 @@ impl Traits {
         if let Some(r) = resp.filter(|r| (200..300).contains(&r.status)) {
             t.ids_in(&r.msg.body.sample);
         }
-        let mut h = 0xcbf2_9ce4_8422_2325u64 ^ uri.len() as u64;
-        for c in uri.chunks(8) {
-            let mut w = [0u8; 8];
-            w[..c.len()].copy_from_slice(c);
-            h = (h ^ u64::from_le_bytes(w)).wrapping_mul(0xff51_afd7_ed55_8ccd).rotate_left(31);
-        }
+        let h = crate::detector::hash_bytes(0xcbf2_9ce4_8422_2325u64 ^ uri.len() as u64, uri);
         t.target = h ^ (h >> 29);
         let (path, query) = match uri.iter().position(|&c| c == b'?') {
             Some(i) => (&uri[..i], &uri[i + 1..]),

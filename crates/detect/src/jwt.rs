@@ -127,17 +127,12 @@ impl Cache {
     }
 }
 
-/// A token's cache key: its length and its last 64 bytes (the signature, which differs
-/// between tokens whose header and payload are alike) and first 16, eight at a time.
+/// A token's cache key: its length and its first 16 and last 64 bytes (the signature,
+/// which differs between tokens whose header and payload are alike).
 fn key(b: &[u8]) -> u64 {
+    use crate::detector::hash_bytes;
     let tail = &b[b.len().saturating_sub(64)..];
-    let head = &b[..b.len().min(16)];
-    let mut h = 0x9e37_79b9_7f4a_7c15u64 ^ b.len() as u64;
-    for c in head.chunks(8).chain(tail.chunks(8)) {
-        let mut w = [0u8; 8];
-        w[..c.len()].copy_from_slice(c);
-        h = (h ^ u64::from_le_bytes(w)).wrapping_mul(0xff51_afd7_ed55_8ccd).rotate_left(29);
-    }
+    let h = hash_bytes(hash_bytes(b.len() as u64, &b[..b.len().min(16)]), tail);
     h ^ (h >> 32)
 }
 
