@@ -386,6 +386,25 @@ impl ClassifySection {
             tracing::warn!("no classify.hash_key and no state directory: keyed hashes use the built-in key, anyone can test guesses against them");
             apiwatch_classify::Config::default().hash_key
         };
+        self.build_keyed(hash_key, redact).map(Some)
+    }
+
+    /// The classifier's settings on a reload: the configured key, or else the key the
+    /// running classifier has (read from the state directory at start, perhaps while
+    /// privileged). `None` when the classifier is off.
+    pub fn rebuild(
+        &self,
+        running_key: &[u8],
+        redact: bool,
+    ) -> anyhow::Result<Option<apiwatch_inventory::SensitiveConfig>> {
+        if !self.enabled {
+            return Ok(None);
+        }
+        let key = if self.hash_key.is_empty() { running_key.to_vec() } else { self.hash_key.as_bytes().to_vec() };
+        self.build_keyed(key, redact).map(Some)
+    }
+
+    fn build_keyed(&self, hash_key: Vec<u8>, redact: bool) -> anyhow::Result<apiwatch_inventory::SensitiveConfig> {
         let mut custom = Vec::new();
         for c in &self.custom {
             custom.push(apiwatch_classify::CustomType {
@@ -395,7 +414,7 @@ impl ClassifySection {
                 keywords: c.keywords.iter().map(|k| k.to_ascii_lowercase()).collect(),
             });
         }
-        Ok(Some(apiwatch_inventory::SensitiveConfig {
+        Ok(apiwatch_inventory::SensitiveConfig {
             custom_names: self.custom.iter().map(|c| c.name.clone()).collect(),
             classifier: apiwatch_classify::Config {
                 hash_key,
@@ -407,7 +426,7 @@ impl ClassifySection {
             every: self.every,
             max_body_bytes: self.max_body_bytes,
             bytes_per_sec: self.bytes_per_sec,
-        }))
+        })
     }
 }
 

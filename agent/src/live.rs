@@ -104,15 +104,28 @@ enum OutMsg {
     /// Rendered records, their count, what they tell the inventory, the capture time of
     /// the batch, and when its first record was completed (for the output lag).
     Records(Vec<u8>, u64, Vec<Analyzed>, i64, Instant),
-    /// Reopen the output; the detector's new settings (thresholds, allowlists, threat
-    /// lists), kept state and all.
-    Reopen(Option<PathBuf>, Option<Box<apiwatch_detect::DetectorConfig>>),
+    /// A configuration reload: reopen the output, and apply new settings to the analyzers
+    /// the output thread owns.
+    Reopen(Box<Reload>),
 }
 
-/// Settings a capture thread picks up on reload.
+/// What the output thread takes from a reload. The analyzers keep what they learned.
+struct Reload {
+    output: Option<PathBuf>,
+    /// The detector's thresholds, allowlists and threat lists.
+    detect: Option<apiwatch_detect::DetectorConfig>,
+    /// The inventory's templates, specs and caps, and the classifier's types and sampling.
+    inventory: Option<(apiwatch_inventory::InventoryConfig, Option<apiwatch_inventory::SensitiveConfig>)>,
+}
+
+/// Settings a capture thread picks up on reload (when `generation` moves).
 struct Live {
     filter: Mutex<String>,
     ports: Mutex<Vec<u16>>,
+    /// What workers observe for the inventory (networks, proxies, schemas, sampling gate).
+    observe: Mutex<Option<ObserveConfig>>,
+    /// What workers inspect for the detections.
+    inspect: Mutex<Option<InspectConfig>>,
     generation: AtomicU64,
 }
 
@@ -156,9 +169,14 @@ pub fn run(config_path: Option<&Path>, o: Overrides) -> Result<()> {
         None
     };
     // The inventory is loaded (and its state directory created) while still privileged.
+    // The hash key it read is kept for reloads (the key file may be root's alone).
+    let mut running_key = Vec::new();
     let inventory = if cfg.inventory.enabled {
         let (icfg, observe) = cfg.inventory.build()?;
         let sensitive = cfg.classify.build(Some(&cfg.inventory.state_dir), true)?;
+        if let Some(s) = &sensitive {
+            running_key.clone_from(&s.classifier.hash_key);
+        }
         let stage = InventoryStage::new(icfg, observe, sensitive, Some(&cfg.inventory.state_dir))?;
         tracing::info!(endpoints = stage.inv.endpoints, state = %cfg.inventory.state_dir.display(), "inventory loaded");
         Some(stage)
@@ -199,6 +217,8 @@ pub fn run(config_path: Option<&Path>, o: Overrides) -> Result<()> {
     let live = Arc::new(Live {
         filter: Mutex::new(cfg.capture.bpf_filter()),
         ports: Mutex::new(cfg.capture.ports.clone()),
+        observe: Mutex::new(observe.clone()),
+        inspect: Mutex::new(inspect.clone()),
         generation: AtomicU64::new(0),
     });
     let mut threads = Vec::new();
@@ -239,8 +259,11 @@ pub fn run(config_path: Option<&Path>, o: Overrides) -> Result<()> {
     while !stop.load(Ordering::Relaxed) {
         std::thread::sleep(Duration::from_millis(50));
         if reload.swap(false, Ordering::Relaxed) {
-            match effective_config(config_path, &o) {
-                Ok(new) => {
+            match effective_config(config_path, &o).and_then(|new| {
+                let analyzers = reloaded_analyzers(&current, &new, &running_key)?;
+                Ok((new, analyzers))
+            }) {
+                Ok((new, (observe, inspect, reload))) => {
                     if new.capture.interfaces != current.capture.interfaces
                         || new.capture.backend != current.capture.backend
                     {
@@ -248,16 +271,18 @@ pub fn run(config_path: Option<&Path>, o: Overrides) -> Result<()> {
                     }
                     *live.filter.lock().unwrap_or_else(|e| e.into_inner()) = new.capture.bpf_filter();
                     *live.ports.lock().unwrap_or_else(|e| e.into_inner()) = new.capture.ports.clone();
+                    if let Some(obs) = observe {
+                        *live.observe.lock().unwrap_or_else(|e| e.into_inner()) = Some(obs);
+                    }
+                    if let Some(i) = inspect {
+                        *live.inspect.lock().unwrap_or_else(|e| e.into_inner()) = Some(i);
+                    }
                     live.generation.fetch_add(1, Ordering::Relaxed);
                     shared.reloads.fetch_add(1, Ordering::Relaxed);
                     tracing::info!(filter = %new.capture.bpf_filter(), "configuration reloaded");
                     // The output file is reopened (log rotation) whether or not its path changed.
-                    if new.detect.enabled != current.detect.enabled {
-                        tracing::warn!("detect.enabled changes only on restart");
-                    }
-                    let detect = new.detect.build().map(|(d, _)| Box::new(d));
-                    if control.send_timeout(OutMsg::Reopen(new.output_path(), detect), Duration::from_secs(1)).is_err()
-                    {
+                    let reload = Box::new(Reload { output: new.output_path(), ..reload });
+                    if control.send_timeout(OutMsg::Reopen(reload), Duration::from_secs(1)).is_err() {
                         tracing::error!("output thread busy: output not reopened");
                     }
                     current = new;
@@ -293,6 +318,46 @@ pub fn run(config_path: Option<&Path>, o: Overrides) -> Result<()> {
         Some(e) => Err(e),
         None => Ok(()),
     }
+}
+
+/// The analyzers' share of a reload: what workers observe and inspect, and what the output
+/// thread applies to the inventory, the classifier and the detector. Switching an analyzer
+/// on or off, or moving the state directory, waits for a restart (said in the log); a spec
+/// file that no longer loads refuses the whole reload.
+#[allow(clippy::type_complexity)]
+fn reloaded_analyzers(
+    current: &Config,
+    new: &Config,
+    running_key: &[u8],
+) -> Result<(Option<ObserveConfig>, Option<InspectConfig>, Reload), Vec<crate::config::Problem>> {
+    for (what, before, after) in [
+        ("inventory.enabled", current.inventory.enabled, new.inventory.enabled),
+        ("classify.enabled", current.classify.enabled, new.classify.enabled),
+        ("detect.enabled", current.detect.enabled, new.detect.enabled),
+        ("inventory.state_dir", true, current.inventory.state_dir == new.inventory.state_dir),
+    ] {
+        if before != after {
+            tracing::warn!("{what} changes only on restart");
+        }
+    }
+    let refused = |key: &str, e: anyhow::Error| vec![crate::config::problem(key, format!("{e:#}"))];
+    let (mut observe, mut inventory) = (None, None);
+    if current.inventory.enabled {
+        let (icfg, mut obs) = new.inventory.build().map_err(|e| refused("inventory", e))?;
+        let same = current.classify.enabled == new.classify.enabled;
+        let classify = if same { &new.classify } else { &current.classify };
+        let sensitive = classify.rebuild(running_key, true).map_err(|e| refused("classify", e))?;
+        obs.classify = sensitive
+            .as_ref()
+            .map(|s| std::cell::RefCell::new(apiwatch_inventory::sensitive::MaterialGate::new(s.first, s.every)));
+        observe = Some(obs);
+        inventory = Some((icfg, sensitive));
+    }
+    let (detect, inspect) = match (current.detect.enabled, new.detect.build()) {
+        (true, Some((d, i))) => (Some(d), Some(i)),
+        _ => (None, None),
+    };
+    Ok((observe, inspect, Reload { output: None, detect, inventory }))
 }
 
 fn output_thread(
@@ -336,10 +401,18 @@ fn output_thread(
                         *shared.detect.lock().unwrap_or_else(|e| e.into_inner()) = Some(stage.detector.counters.clone());
                     }
                 }
-                Ok(OutMsg::Reopen(p, detect_cfg)) => {
+                Ok(OutMsg::Reopen(reload)) => {
+                    let Reload { output: p, detect: detect_cfg, inventory: inventory_cfg } = *reload;
                     if let (Some(stage), Some(cfg)) = (detect.as_mut(), detect_cfg) {
-                        stage.detector.cfg = *cfg;
+                        stage.detector.cfg = cfg;
                         tracing::info!("detection settings reloaded");
+                    }
+                    if let (Some(stage), Some((icfg, sensitive))) = (inventory.as_mut(), inventory_cfg) {
+                        stage.inv.reconfigure(icfg);
+                        if let (Some(s), Some(cfg)) = (stage.inv.sensitive.as_mut(), sensitive) {
+                            s.reconfigure(cfg);
+                        }
+                        tracing::info!("inventory and classifier settings reloaded");
                     }
                     out.flush()?;
                     let remotes = std::mem::take(&mut out.remotes);
@@ -465,6 +538,28 @@ impl Batcher {
         }
     }
 
+    /// Take the analyzers' settings of a reload. The sampling gate keeps its counts, so
+    /// that the calls it lets through stay a superset of those the inventory picks.
+    fn reconfigure(&mut self, live: &Live) {
+        if let (Some(cur), Some(mut new)) =
+            (self.observe.as_mut(), live.observe.lock().unwrap_or_else(|e| e.into_inner()).clone())
+        {
+            if let (Some(old), Some(gate)) = (cur.classify.as_ref(), new.classify.as_ref()) {
+                gate.borrow_mut().keep_counts(&mut old.borrow_mut());
+            }
+            if cur.classify.is_none() {
+                new.classify = None;
+            }
+            *cur = new;
+        }
+        let inspect = live.inspect.lock().unwrap_or_else(|e| e.into_inner()).clone();
+        if let (Some(i), Some(cfg)) = (self.inspector.as_mut(), inspect) {
+            if i.cfg != cfg {
+                *i = Inspector::new(cfg);
+            }
+        }
+    }
+
     /// Render what the engine completed.
     fn take(&mut self, engine: &mut Engine) {
         if engine.has_output() {
@@ -571,6 +666,7 @@ fn capture_thread(
         let g = live.generation.load(Ordering::Relaxed);
         if g != generation {
             generation = g;
+            batcher.reconfigure(&live);
             let filter = live.filter.lock().unwrap_or_else(|e| e.into_inner()).clone();
             if let Err(e) = c.filter(&filter, true) {
                 tracing::error!(interface = %name, error = %e, "new filter refused, keeping the old one");
@@ -641,6 +737,7 @@ fn ebpf_thread(name: String, mut cap: crate::ebpf::EbpfCapture, ctx: ThreadCtx) 
         let g = live.generation.load(Ordering::Relaxed);
         if g != generation {
             generation = g;
+            batcher.reconfigure(&live);
             let ports = live.ports.lock().unwrap_or_else(|e| e.into_inner()).clone();
             if let Err(e) = cap.set_ports(&ports) {
                 tracing::error!(error = %e, "new port list refused, keeping the old one");

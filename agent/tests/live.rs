@@ -506,16 +506,22 @@ fn sighup_applies_a_new_port_list() {
     let before = curl(&l, &[&format!("GET {base}/users/1")]);
     assert_eq!(before.len(), 1);
     // New ports, and a new output file (the old one is closed: rotation).
-    // The detector's settings too: a threat list that names the client.
+    // The analyzers' settings too: a pinned literal and no internal networks for the
+    // inventory, a custom type for the classifier, a threat list naming the client for the
+    // detector.
     let out2 = dir.path().join("out2.jsonl");
     let cfg = config(dir.path(), &l, &[8080], &out2);
     let threats = dir.path().join("threats.txt");
     std::fs::write(&threats, format!("# test\n{}/32\n", lab::CLI4)).unwrap();
     let mut text = std::fs::read_to_string(&cfg).unwrap();
+    assert!(text.trim_end().ends_with("settle_secs = 0"), "the [inventory] section is last: {text}");
+    text.push_str("templates = [\"/users/2\"]\ninternal_networks = []\n");
+    text.push_str("[[classify.custom]]\nname = \"lab_user\"\nregex = '^user \\d+$'\nkeywords = [\"name\"]\n");
     text.push_str(&format!("[detect]\nthreat_lists = [{:?}]\n", threats.display().to_string()));
     std::fs::write(&cfg, text).unwrap();
     signal(&apiwatch, "-HUP");
     wait_for(&log, "detection settings reloaded");
+    wait_for(&log, "inventory and classifier settings reloaded");
     wait_for(&log, "output reopened");
     std::thread::sleep(Duration::from_millis(300));
     let after = curl(&l, &[&format!("GET {base}/users/2"), &format!("DELETE {base}/users/3")]);
@@ -526,6 +532,17 @@ fn sighup_applies_a_new_port_list() {
     let text = std::fs::read_to_string(&out2).unwrap();
     let threat = text.lines().find(|l| l.contains("\"detection\":\"threat_list_ip\"")).unwrap_or("");
     assert!(threat.contains(&format!("\"ip\":\"{}\"", lab::CLI4)), "no threat-list finding: {text}");
+    let pinned = text
+        .lines()
+        .filter(|l| l.starts_with("{\"kind\":\"inventory\""))
+        .find(|l| l.contains("\"template\":\"/users/2\""));
+    assert!(pinned.is_some_and(|l| l.contains("\"GET\"")), "the pinned literal is an endpoint of its own: {text}");
+    let custom: Vec<&str> = text.lines().filter(|l| l.contains("\"type\":\"lab_user\"")).collect();
+    assert!(!custom.is_empty(), "the custom type from the reload was found: {text}");
+    assert!(
+        custom.iter().any(|l| l.contains("\"external\":true") && l.contains("\"field\":\"$.name\"")),
+        "with no internal networks the client is external: {custom:?}"
+    );
 }
 
 #[test]

@@ -14,7 +14,7 @@ use apiwatch_model::{Flags, Transaction};
 use std::borrow::Cow;
 
 /// Limits on what one transaction costs.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct InspectConfig {
     /// Bytes of a request body read for signatures.
     pub max_body_bytes: usize,
@@ -191,7 +191,7 @@ impl Inspection {
 }
 
 pub struct Inspector {
-    cfg: InspectConfig,
+    pub cfg: InspectConfig,
     values: Vec<Signature>,
     scanner: Signature,
     traversal: Signature,

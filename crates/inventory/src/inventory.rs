@@ -286,6 +286,28 @@ impl Inventory {
         }
     }
 
+    /// New settings for a running inventory (a configuration reload): caps, settle and
+    /// inactivity periods, declared specs and pinned templates. What was learned stays; pins
+    /// and declared paths are added to every known host (a pinned literal splits later calls
+    /// off a learned variable), and endpoints reported from now on (and exports) are judged
+    /// against the new specs.
+    /// Caps lowered below what is held refuse new entries, they do not evict.
+    pub fn reconfigure(&mut self, cfg: InventoryConfig) {
+        self.decl =
+            cfg.specs.iter().map(|a| a.ops.iter().map(|o| (o.clone(), decl_segments(&o.path))).collect()).collect();
+        self.cfg = cfg;
+        let names: Vec<Box<str>> = self.hosts.keys().cloned().collect();
+        for name in names {
+            if let Some(mut h) = self.hosts.remove(&name) {
+                self.nodes -= h.trie.live;
+                self.pin_into(&name, &mut h);
+                self.nodes += h.trie.live;
+                h.dirty = true;
+                self.hosts.insert(name, h);
+            }
+        }
+    }
+
     /// The path template of the endpoint the last observation (of host `host`) landed on.
     pub fn last_template(&self, host: &str) -> Option<String> {
         let at = self.last_at?;
@@ -958,5 +980,29 @@ paths:
         split.observe(&obs(4, "GET", "/orders/8", 200), &mut ev);
         let t: Vec<(String, u64)> = split.views().iter().map(|v| (v.template.clone(), v.endpoint.count)).collect();
         assert_eq!(t, vec![("/orders/7".to_string(), 1), ("/orders/{id}".to_string(), 3)]);
+    }
+
+    #[test]
+    fn a_running_inventory_takes_new_pins_and_specs() {
+        let mut inv = Inventory::new(InventoryConfig::default());
+        let mut ev = Vec::new();
+        inv.observe(&obs(1, "GET", "/orders/5", 200), &mut ev);
+        inv.observe(&obs(2, "GET", "/v2/debug", 200), &mut ev);
+        let nodes = inv.nodes;
+        inv.reconfigure(InventoryConfig {
+            pins: vec![(None, "/orders/7".into())],
+            specs: vec![spec()],
+            ..InventoryConfig::default()
+        });
+        assert!(inv.nodes > nodes, "the pin and the declared paths became nodes");
+        assert_eq!(inv.nodes, inv.hosts.values().map(|h| h.trie.live).sum::<usize>());
+        inv.observe(&obs(3, "GET", "/orders/7", 200), &mut ev);
+        inv.observe(&obs(4, "GET", "/orders/8", 200), &mut ev);
+        let views = inv.views();
+        let t: Vec<(&str, u64)> = views.iter().map(|v| (v.template.as_str(), v.endpoint.count)).collect();
+        assert!(t.contains(&("/orders/7", 1)) && t.contains(&("/orders/{id}", 2)), "{t:?}");
+        // Judged against the spec loaded by the reload.
+        let debug = views.iter().find(|v| v.template == "/v2/debug").unwrap();
+        assert_eq!(inv.posture("api.example.com", "GET", "/v2/debug", debug.endpoint).standing, Standing::Shadow);
     }
 }

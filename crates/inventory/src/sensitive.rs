@@ -194,6 +194,12 @@ impl MaterialGate {
         MaterialGate { first, every: every.max(1), seen: vec![(0, 0); GATE_SLOTS].into_boxed_slice() }
     }
 
+    /// Take over the counts per path of the gate this one replaces (a configuration
+    /// reload changes the rates, not what was seen).
+    pub fn keep_counts(&mut self, old: &mut MaterialGate) {
+        std::mem::swap(&mut self.seen, &mut old.seen);
+    }
+
     /// (carry the material, picked by the rate).
     pub fn check(&mut self, o: &Observation, tx: &apiwatch_model::Transaction) -> (bool, bool) {
         use std::hash::{Hash, Hasher};
@@ -302,6 +308,14 @@ impl Sensitive {
             last: i64::MIN,
             counters: SensitiveCounters::default(),
         }
+    }
+
+    /// New settings for a running classifier (a configuration reload): types, key,
+    /// redaction, sampling and budget. Counters and the budget's state carry on.
+    pub fn reconfigure(&mut self, cfg: SensitiveConfig) {
+        self.classifier = Classifier::new(cfg.classifier.clone());
+        self.tokens = self.tokens.min(cfg.bytes_per_sec as f64);
+        self.cfg = cfg;
     }
 
     pub fn type_name(&self, t: DataType) -> String {
