@@ -719,6 +719,106 @@ pub fn run(root: &Path, docs: usize, presidio_python: Option<&Path>) -> Result<(
     Ok(())
 }
 
+/// A Python with Faker (PyPI): a virtualenv in `dir`, made the first time.
+pub fn faker_python(dir: &Path) -> Result<std::path::PathBuf> {
+    let py = dir.join("bin/python");
+    let works =
+        |py: &Path| Command::new(py).args(["-c", "import faker"]).output().map(|o| o.status.success()).unwrap_or(false);
+    if !works(&py) {
+        println!("installing Faker into {} (once)", dir.display());
+        crate::run(Command::new("python3").args(["-m", "venv"]).arg(dir))?;
+        crate::run(Command::new(dir.join("bin/pip")).args(["install", "-q", "faker"]))?;
+    }
+    Ok(py)
+}
+
+/// The classifier on values made by Faker (another library's formats, per locale), put in
+/// JSON documents under the names they come with, or inside sentences under neutral names;
+/// precision and recall per type. A second opinion on the labeled set, whose values come
+/// from the same hands as the rules. Fails below the targets.
+pub fn faker(root: &Path, python: &Path, per_kind: usize) -> Result<()> {
+    let out = Command::new(python)
+        .arg(root.join("xtask/assets/faker_values.py"))
+        .args([per_kind.to_string(), "20261205".into()])
+        .output()?;
+    if !out.status.success() {
+        bail!("faker_values.py failed: {}", String::from_utf8_lossy(&out.stderr));
+    }
+    let mut docs = Vec::new();
+    let mut leaves = Vec::new();
+    let mut members = Vec::new();
+    for (i, line) in std::str::from_utf8(&out.stdout)?.lines().enumerate() {
+        let v: serde_json::Value = serde_json::from_str(line)?;
+        let text = |k: &str| v[k].as_str().unwrap_or("").to_string();
+        let (label, key, value) = (text("label"), text("key"), text("value"));
+        let label: &'static str = match LABELS.iter().find(|l| **l == label) {
+            Some(l) => l,
+            None if label.is_empty() => "",
+            None => bail!("faker_values.py: unknown label {label:?}"),
+        };
+        let embed = v["embed"].as_bool().unwrap_or(false);
+        let value = if embed { format!("Customer wrote: please use {value} for the refund, thanks.") } else { value };
+        let slot = format!("r{}", members.len());
+        // Digit strings are sometimes JSON numbers, as APIs send them.
+        let number = value.len() <= 18 && !value.starts_with('0') && value.bytes().all(|c| c.is_ascii_digit());
+        let json =
+            if i % 3 == 0 && number { value.clone() } else { serde_json::Value::String(value.clone()).to_string() };
+        members.push(format!("{:?}:{{{}:{json}}}", slot, serde_json::Value::String(key.clone())));
+        leaves.push(Leaf { doc: docs.len(), path: format!("$.{slot}{}", json_key(&key)), key, value, label });
+        if members.len() == 8 {
+            docs.push(format!("{{{}}}", members.join(",")));
+            members.clear();
+        }
+    }
+    if !members.is_empty() {
+        docs.push(format!("{{{}}}", members.join(",")));
+    }
+    let found = ours(&docs, &leaves);
+    if std::env::var_os("SHOW_ERRORS").is_some() {
+        for (l, f) in leaves.iter().zip(&found) {
+            if f.iter().any(|t| t != l.label) || !l.label.is_empty() && !f.iter().any(|t| t == l.label) {
+                println!("  {} = {:?}: planted {:?}, found {:?}", l.key, l.value, l.label, f);
+            }
+        }
+    }
+    let s = score(&leaves, &found);
+    let planted = leaves.iter().filter(|l| !l.label.is_empty()).count();
+    println!(
+        "\nFaker values ({} per kind, 9 locales): {} documents, {} values: {} planted, {} look-alikes",
+        per_kind,
+        docs.len(),
+        leaves.len(),
+        planted,
+        leaves.len() - planted
+    );
+    println!("{:<18} {:>7} {:>9} {:>7}", "type", "planted", "precision", "recall");
+    let mut failed = Vec::new();
+    for l in LABELS {
+        let o = s[l];
+        if o.tp + o.fn_ + o.fp == 0 {
+            continue;
+        }
+        println!("{:<18} {:>7} {:>9.3} {:>7.3}", l, o.tp + o.fn_, o.precision(), o.recall());
+        let (pmin, rmin) = if VALIDATED.contains(l) { (0.98, 0.95) } else { (0.95, 0.0) };
+        if o.precision() < pmin || o.recall() < rmin {
+            failed.push(format!("{l} (precision {:.3}, recall {:.3})", o.precision(), o.recall()));
+        }
+    }
+    if !failed.is_empty() {
+        bail!("Faker values below target: {}", failed.join(", "));
+    }
+    Ok(())
+}
+
+/// How the classifier writes a member name in a field path.
+fn json_key(k: &str) -> String {
+    if !k.is_empty() && k.bytes().all(|c| c.is_ascii_alphanumeric() || c == b'_' || c == b'-') {
+        format!(".{k}")
+    } else {
+        format!("['{k}']")
+    }
+}
+
 /// Scan speed on JSON bodies of realistic sizes (one core; median of 5), and Presidio's
 /// pattern recognizers on the values of the same bodies.
 pub fn speed(root: &Path, presidio_python: Option<&Path>) -> Result<()> {

@@ -41,7 +41,12 @@ fn main() -> Result<()> {
         Some("classify-quality") => {
             let docs: usize = flag_value(&args, "--docs").map(|s| s.parse()).transpose()?.unwrap_or(2000);
             let py = flag_value(&args, "--presidio").map(std::path::PathBuf::from);
-            classify_quality::run(&root, docs, py.as_deref())
+            classify_quality::run(&root, docs, py.as_deref())?;
+            if args.iter().any(|a| a == "--faker") {
+                let py = classify_quality::faker_python(&root.join("target/venv-faker"))?;
+                classify_quality::faker(&root, &py, 300)?;
+            }
+            Ok(())
         }
         Some("detect-quality") => {
             let num = |flag: &str, d: usize| {
@@ -129,9 +134,15 @@ fn test(root: &Path) -> Result<()> {
     run(Command::new("cargo").args(["test", "--workspace", "--all-targets"]).current_dir(root))?;
     // Sensitive-data classifier: per-type precision and recall on the labeled set.
     classify_quality::run(root, 2000, None)?;
+    let ci = std::env::var("CI").map(|v| v == "true").unwrap_or(false);
+    // The same on values made by Faker (from PyPI, into a virtualenv under target/).
+    match classify_quality::faker_python(&root.join("target/venv-faker")) {
+        Ok(py) => classify_quality::faker(root, &py, 300)?,
+        Err(e) if !ci => println!("SKIPPED: classifier on Faker's values: no Faker ({e:#})"),
+        Err(e) => return Err(e.context("Faker is needed under CI")),
+    }
     // The committed eBPF objects must be what their sources compile to.
     ebpf(root, true)?;
-    let ci = std::env::var("CI").map(|v| v == "true").unwrap_or(false);
     match apiwatch_testlab::available() {
         Ok(()) => {
             let dir = root.join("target/capture-check");

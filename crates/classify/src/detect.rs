@@ -200,6 +200,8 @@ const KEYWORDS: &[(u32, &[&str])] = &[
             "page",
             "size",
             "port",
+            "gtin",
+            "barcode",
         ],
     ),
     (K_VERSION, &["version", "build", "release"]),
@@ -790,6 +792,13 @@ impl Classifier {
         let mut d = Digits::default();
         let mut groups = Digits::default();
         let mut seps = Digits::default();
+        // IPv6 starting with a digit (`2001:db8::1`, `662c:193e:...`).
+        let hex = run(b, s, |c| c.is_ascii_hexdigit());
+        if hex <= 4 && b.get(s + hex) == Some(&b':') {
+            if let Some(e) = self.ipv6(b, s, loc, field, ctx, out) {
+                return e;
+            }
+        }
         let mut i = s;
         let plus = b[i] == b'+';
         if plus || b[i] == b'(' {
@@ -803,12 +812,14 @@ impl Classifier {
                 glen += 1;
                 i += 1;
             } else if matches!(c, b' ' | b'-' | b'.' | b')') && b.get(i + 1).is_some_and(u8::is_ascii_digit) && glen > 0
-                || c == b')' && b.get(i + 1) == Some(&b' ') && b.get(i + 2).is_some_and(u8::is_ascii_digit)
+                || c == b')'
+                    && matches!(b.get(i + 1), Some(b' ' | b'-'))
+                    && b.get(i + 2).is_some_and(u8::is_ascii_digit)
             {
                 groups.push(glen);
                 seps.push(c);
                 glen = 0;
-                i += if c == b')' && b[i + 1] == b' ' { 2 } else { 1 };
+                i += if c == b')' && matches!(b[i + 1], b' ' | b'-') { 2 } else { 1 };
             } else {
                 break;
             }
@@ -831,8 +842,20 @@ impl Classifier {
                 return end;
             }
         }
+        // A phone number's extension (`555-0100x23`, `ext123`) ends the number.
+        let extension = (plus || ctx.phone()) && d.len() >= 7 && {
+            let x = if b[i..].starts_with(b"x") || b[i..].starts_with(b"X") {
+                1
+            } else if b[i..].starts_with(b"ext") {
+                3
+            } else {
+                0
+            };
+            let n = run(b, i + x, |c| c.is_ascii_digit());
+            x > 0 && (1..=6).contains(&n) && b.get(i + x + n).is_none_or(|c| !c.is_ascii_alphanumeric())
+        };
         // A run glued to letters is part of an identifier (hashes, UUIDs, SKUs).
-        if i < b.len() && (b[i].is_ascii_alphabetic() || b[i] == b'_') {
+        if !extension && i < b.len() && (b[i].is_ascii_alphabetic() || b[i] == b'_') {
             return i + run(b, i, |c| c.is_ascii_alphanumeric() || c == b'_');
         }
         let raw = std::str::from_utf8(&b[s..i]).unwrap_or("");
@@ -846,12 +869,16 @@ impl Classifier {
             }
             return i;
         }
-        if dots && !seps.is_empty() {
-            return i; // other dotted numbers: versions, decimals
+        // Other dotted numbers are versions and decimals, but under a phone name
+        // `555.010.0199` is a phone number.
+        if dots && !seps.is_empty() && !(ctx.phone() && groups.len() >= 3) {
+            return i;
         }
         let sep_card = seps.is_empty() || one_sep && seps[0] != b'.';
         // Luhn-valid numbers under id, order or tracking names are not cards.
-        if (13..=19).contains(&n) && sep_card && !plus && validate::card(d) && (!ctx.not_personal() || ctx.card()) {
+        // Twelve digits (Maestro) only under a card name: too many other numbers have them.
+        let length = (13..=19).contains(&n) || n == 12 && ctx.card();
+        if length && sep_card && !plus && validate::card(d) && (!ctx.not_personal() || ctx.card()) {
             out.push(self.finding(DataType::CreditCard, loc, field, raw, if ctx.card() { 99 } else { 90 }));
             return i;
         }

@@ -193,3 +193,30 @@ fn deep_nesting_is_bounded() {
         assert_eq!(types(&whole.1), vec![("email", "$.email".into())]);
     }
 }
+
+#[test]
+fn formats_another_library_writes() {
+    // Forms Faker (PyPI) writes, which our own labeled set did not have: IPv6 starting with
+    // a digit, phones with extensions, dotted and `(0632)-596360` phones, 15-digit JCB and
+    // 12-digit Maestro under a card name.
+    let body = r#"{"source_ip":"662c:193e:e620:d4d1:3765:cd70:585f:b43d","ipv6":"2001:db8::1",
+        "phone":"+1-400-445-5410x813","mobile":"249.587.0500","telephone":"(0632)-596360",
+        "card_number":"180011497393685","pan":"630411062270"}"#;
+    let t = types(&scan_json(body));
+    for want in [
+        ("ip_address", "$.source_ip"),
+        ("ip_address", "$.ipv6"),
+        ("phone", "$.phone"),
+        ("phone", "$.mobile"),
+        ("phone", "$.telephone"),
+        ("credit_card", "$.card_number"),
+        ("credit_card", "$.pan"),
+    ] {
+        assert!(t.contains(&(want.0, want.1.to_string())), "missing {want:?} in {t:?}");
+    }
+    // Twelve digits without a card name, times, MAC addresses and barcodes stay quiet.
+    let quiet = r#"{"note":"please use 630411062270 today","at":"12:30:45","mac":"00:1a:2b:3c:4d:5e",
+        "gtin":"4564901502675","barcode":"4485892198879","version":"1.2.345"}"#;
+    let f = scan_json(quiet);
+    assert!(f.is_empty(), "{:?}", types(&f));
+}

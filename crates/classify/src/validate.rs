@@ -20,10 +20,11 @@ pub fn luhn(d: &[u8]) -> bool {
     sum.is_multiple_of(10)
 }
 
-/// Payment card: 13 to 19 digits, Luhn, and a prefix of an issuer that issues that length.
+/// Payment card: 12 to 19 digits, Luhn, and a prefix of an issuer that issues that length
+/// (12 digits: Maestro only).
 pub fn card(d: &[u8]) -> bool {
     let n = d.len();
-    if !(13..=19).contains(&n) || !luhn(d) {
+    if !(12..=19).contains(&n) || !luhn(d) {
         return false;
     }
     let p = |k: usize| -> u32 { d[..k].iter().fold(0, |a, &c| a * 10 + (c - b'0') as u32) };
@@ -33,10 +34,14 @@ pub fn card(d: &[u8]) -> bool {
     let amex = matches!(p2, 34 | 37) && n == 15;
     let discover = (p4 == 6011 || p2 == 65 || (644..=649).contains(&p3) || (622_126..=622_925).contains(&p6))
         && (16..=19).contains(&n);
-    let jcb = (3528..=3589).contains(&p4) && (16..=19).contains(&n);
+    let jcb = (3528..=3589).contains(&p4) && (16..=19).contains(&n) || matches!(p4, 1800 | 2131) && n == 15;
     let diners = ((300..=305).contains(&p3) || matches!(p2, 36 | 38 | 39)) && (14..=19).contains(&n);
     let unionpay = p2 == 62 && (16..=19).contains(&n);
-    let maestro = matches!(p4, 5018 | 5020 | 5038 | 5893 | 6304 | 6759 | 6761 | 6762 | 6763) && (12..=19).contains(&n);
+    // Maestro's ranges: 50 and 56 to 69.
+    let maestro = (p2 == 50 || (56..=69).contains(&p2)) && (12..=19).contains(&n);
+    if n == 12 {
+        return maestro;
+    }
     visa || mastercard || amex || discover || jcb || diners || unionpay || maestro
 }
 
