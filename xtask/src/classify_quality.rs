@@ -736,7 +736,7 @@ pub fn faker_python(dir: &Path) -> Result<std::path::PathBuf> {
 /// JSON documents under the names they come with, or inside sentences under neutral names;
 /// precision and recall per type. A second opinion on the labeled set, whose values come
 /// from the same hands as the rules. Fails below the targets.
-pub fn faker(root: &Path, python: &Path, per_kind: usize) -> Result<()> {
+pub fn faker(root: &Path, python: &Path, per_kind: usize, presidio_python: Option<&Path>) -> Result<()> {
     let out = Command::new(python)
         .arg(root.join("xtask/assets/faker_values.py"))
         .args([per_kind.to_string(), "20261205".into()])
@@ -791,14 +791,29 @@ pub fn faker(root: &Path, python: &Path, per_kind: usize) -> Result<()> {
         planted,
         leaves.len() - planted
     );
-    println!("{:<18} {:>7} {:>9} {:>7}", "type", "planted", "precision", "recall");
+    // Presidio's pattern recognizers on the same values, at its default threshold.
+    let theirs = match presidio_python {
+        Some(py) => {
+            let tmp = tempfile::tempdir()?;
+            let (f, _) = presidio(py, root, &leaves, tmp.path())?;
+            let found: Vec<Vec<String>> = f.iter().map(|m| m.keys().cloned().collect()).collect();
+            Some(score(&leaves, &found))
+        }
+        None => None,
+    };
+    println!("{:<18} {:>7} {:>10} {:>6} | {:>10} {:>6}", "type", "planted", "apiwatch P", "R", "Presidio P", "R");
     let mut failed = Vec::new();
     for l in LABELS {
         let o = s[l];
         if o.tp + o.fn_ + o.fp == 0 {
             continue;
         }
-        println!("{:<18} {:>7} {:>9.3} {:>7.3}", l, o.tp + o.fn_, o.precision(), o.recall());
+        let (pp, pr) = match theirs.as_ref().map(|t| t[l]) {
+            Some(p) if presidio_covers(l) => (format!("{:.3}", p.precision()), format!("{:.3}", p.recall())),
+            Some(_) => ("n/a".into(), "n/a".into()),
+            None => ("-".into(), "-".into()),
+        };
+        println!("{:<18} {:>7} {:>10.3} {:>6.3} | {:>10} {:>6}", l, o.tp + o.fn_, o.precision(), o.recall(), pp, pr);
         let (pmin, rmin) = if VALIDATED.contains(l) { (0.98, 0.95) } else { (0.95, 0.0) };
         if o.precision() < pmin || o.recall() < rmin {
             failed.push(format!("{l} (precision {:.3}, recall {:.3})", o.precision(), o.recall()));

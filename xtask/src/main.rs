@@ -44,7 +44,8 @@ fn main() -> Result<()> {
             classify_quality::run(&root, docs, py.as_deref())?;
             if args.iter().any(|a| a == "--faker") {
                 let py = classify_quality::faker_python(&root.join("target/venv-faker"))?;
-                classify_quality::faker(&root, &py, 300)?;
+                let presidio = flag_value(&args, "--presidio").map(std::path::PathBuf::from);
+                classify_quality::faker(&root, &py, 300, presidio.as_deref())?;
             }
             Ok(())
         }
@@ -137,7 +138,7 @@ fn test(root: &Path) -> Result<()> {
     let ci = std::env::var("CI").map(|v| v == "true").unwrap_or(false);
     // The same on values made by Faker (from PyPI, into a virtualenv under target/).
     match classify_quality::faker_python(&root.join("target/venv-faker")) {
-        Ok(py) => classify_quality::faker(root, &py, 300)?,
+        Ok(py) => classify_quality::faker(root, &py, 300, None)?,
         Err(e) if !ci => println!("SKIPPED: classifier on Faker's values: no Faker ({e:#})"),
         Err(e) => return Err(e.context("Faker is needed under CI")),
     }
