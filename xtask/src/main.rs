@@ -62,7 +62,8 @@ fn main() -> Result<()> {
             if specs.is_empty() {
                 specs = quality::DEFAULT_SPECS.iter().map(|s| s.to_string()).collect();
             }
-            quality::run(&root, &specs, per_op, &root.join("target/inventory-quality")).map(|_| ())
+            let reuse = args.iter().any(|a| a == "--reuse");
+            quality::run(&root, &specs, per_op, &root.join("target/inventory-quality"), reuse).map(|_| ())
         }
         _ => {
             eprintln!("usage: cargo xtask <capture [--out DIR] | bless | test | bench [--quick] | fuzz [--seconds N] | ebpf [--check]>");
@@ -179,7 +180,7 @@ fn inventory_quality_floor(root: &Path, ci: bool) -> Result<()> {
         return Ok(());
     }
     let specs: Vec<String> = SPECS.iter().map(|s| s.to_string()).collect();
-    let scores = quality::run(root, &specs, 20, &root.join("target/inventory-quality-check"))?;
+    let scores = quality::run(root, &specs, 20, &root.join("target/inventory-quality-check"), false)?;
     let low: Vec<String> = specs
         .iter()
         .zip(&scores)

@@ -338,6 +338,11 @@ pub fn normalize(path: &str) -> String {
     }
 }
 
+/// A declared path without its `#fragment`.
+fn on_the_wire(path: &str) -> String {
+    path.split('#').next().unwrap_or(path).to_string()
+}
+
 /// `general` matches everything `specific` does (a variable covers any segment).
 fn covers(general: &str, specific: &str) -> bool {
     let g: Vec<&str> = general.split('/').collect();
@@ -431,9 +436,11 @@ pub fn generate(shared: &Path, rel: &str, seed: u64, per_op: usize) -> Result<Ge
         if seen.insert(key.clone(), ()).is_some() {
             continue;
         }
-        declared.insert(key.clone());
+        // Scored as seen on the wire: some documents (Box) tell operations on one path apart
+        // with a `#fragment` in the path, which no request carries.
+        declared.insert((key.0.clone(), on_the_wire(&key.1)));
         for p in expand_enums(op) {
-            declared_enum.insert((op.method.clone(), normalize(&p)));
+            declared_enum.insert((op.method.clone(), on_the_wire(&normalize(&p))));
         }
         for _ in 0..per_op {
             lines.push(format!("{} {host} {}", op.method, concrete(&mut rng, op)));
@@ -447,7 +454,10 @@ pub fn generate(shared: &Path, rel: &str, seed: u64, per_op: usize) -> Result<Ge
     Ok(Generated { lines, declared, declared_enum })
 }
 
-pub fn run(root: &Path, specs: &[String], per_op: usize, out_dir: &Path) -> Result<Vec<Score>> {
+/// Score the templates recovered from traffic generated for each spec. With `reuse`, a
+/// capture left in `out_dir` by an earlier run of the same specs is replayed again instead
+/// of being made anew (the requests are the same: their generator is seeded).
+pub fn run(root: &Path, specs: &[String], per_op: usize, out_dir: &Path, reuse: bool) -> Result<Vec<Score>> {
     netns::available().map_err(anyhow::Error::msg)?;
     std::fs::create_dir_all(out_dir)?;
     let apiwatch = crate::release_binary(root)?;
@@ -465,17 +475,19 @@ pub fn run(root: &Path, specs: &[String], per_op: usize, out_dir: &Path) -> Resu
         let listing = out_dir.join(format!("{stem}.requests"));
         std::fs::write(&listing, lines.join("\n") + "\n")?;
         let pcap = out_dir.join(format!("{stem}.pcap"));
-        let rec = record_tcpdump(&lab, &["-i", &lab.srv_if], &pcap, Some(&format!("tcp port {port}")))?;
-        let sent = lab
-            .cmd(&lab.cli, "python3")
-            .arg(root.join("xtask/assets/list_client.py"))
-            .args([netns::SRV4, &port.to_string()])
-            .arg(&listing)
-            .output()?;
-        std::thread::sleep(std::time::Duration::from_millis(500));
-        rec.stop()?;
-        if !sent.status.success() {
-            anyhow::bail!("{rel}: client failed: {}", String::from_utf8_lossy(&sent.stderr));
+        if !(reuse && pcap.exists()) {
+            let rec = record_tcpdump(&lab, &["-i", &lab.srv_if], &pcap, Some(&format!("tcp port {port}")))?;
+            let sent = lab
+                .cmd(&lab.cli, "python3")
+                .arg(root.join("xtask/assets/list_client.py"))
+                .args([netns::SRV4, &port.to_string()])
+                .arg(&listing)
+                .output()?;
+            std::thread::sleep(std::time::Duration::from_millis(500));
+            rec.stop()?;
+            if !sent.status.success() {
+                anyhow::bail!("{rel}: client failed: {}", String::from_utf8_lossy(&sent.stderr));
+            }
         }
         let state = out_dir.join(format!("{stem}.state"));
         let _ = std::fs::remove_dir_all(&state);

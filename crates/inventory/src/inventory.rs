@@ -475,6 +475,20 @@ impl Inventory {
     fn scan(&mut self, all: bool, events: &mut Vec<InventoryEvent>) {
         self.next_scan = self.clock.saturating_add(self.cfg.settle_ns / 4);
         let due = self.clock.saturating_sub(self.cfg.settle_ns);
+        // Names that turned out to be values of one parameter (same sub-resources) merge
+        // before their endpoints are reported.
+        for h in self.hosts.values_mut() {
+            self.learning.merged.clear();
+            let before = h.trie.live;
+            h.trie.merge_alike(&mut self.learning);
+            if h.trie.live != before {
+                self.nodes = (self.nodes + h.trie.live).saturating_sub(before);
+                let merged = h.apply(&self.learning);
+                self.endpoints -= merged as usize;
+                self.counters.endpoints_merged += merged;
+                h.dirty = true;
+            }
+        }
         // Due endpoints, by host and template; templates are built for those only.
         /// (host, template, node, method, endpoint slot)
         type Due = (Box<str>, String, u32, Box<str>, u32);

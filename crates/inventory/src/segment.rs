@@ -361,6 +361,24 @@ fn is_identifier(seg: &str) -> bool {
         && starts.windows(2).all(|w| w[1] - w[0] >= 3 && wordlike(&seg[w[0]..w[1]].to_ascii_lowercase()))
 }
 
+/// What follows the `v` of an API version: digits, then stage words each with an optional
+/// number (`1`, `2beta1`, `1p1beta1`, `3alpha`, `2rc1`).
+fn api_version(b: &[u8]) -> bool {
+    const STAGES: &[&[u8]] = &[b"alpha", b"beta", b"rc", b"p", b"preview", b"dev"];
+    let mut i = b.iter().take_while(|c| c.is_ascii_digit()).count();
+    if i == 0 {
+        return false;
+    }
+    while i < b.len() {
+        let Some(stage) = STAGES.iter().filter(|s| b[i..].starts_with(s)).max_by_key(|s| s.len()) else {
+            return false;
+        };
+        i += stage.len();
+        i += b[i..].iter().take_while(|c| c.is_ascii_digit()).count();
+    }
+    true
+}
+
 /// Every word of the segment (split at `-`, `_`, `.`, and camelCase humps) is API vocabulary,
 /// the segment is a version (`v1`, `v2beta1`), or a dotted method name (`chat.postMessage`).
 pub fn is_vocabulary(seg: &str) -> bool {
@@ -368,12 +386,9 @@ pub fn is_vocabulary(seg: &str) -> bool {
         return true;
     }
     let b = seg.as_bytes();
-    // v1, v2, v1beta1, v2alpha: versions of an API (not release tags such as v1.2.3).
-    if b.len() >= 2
-        && (b[0] == b'v' || b[0] == b'V')
-        && b[1].is_ascii_digit()
-        && b.len() <= 12
-        && b.iter().all(u8::is_ascii_alphanumeric)
+    // v1, v2, v1beta1, v2alpha, v1p1beta1: versions of an API (not release tags such as
+    // v1.2.3, nor ids that happen to start with v and a digit, such as v5k1728c).
+    if b.len() >= 2 && (b[0] == b'v' || b[0] == b'V') && b[1].is_ascii_digit() && b.len() <= 12 && api_version(&b[1..])
     {
         return true;
     }
@@ -440,6 +455,13 @@ mod tests {
     fn vocabulary_words() {
         for w in ["users", "me", "createWithList", "check-runs", "v2", "v1beta1", "categories", "login", "pulls"] {
             assert!(is_vocabulary(w), "{w}");
+        }
+        for w in ["v1p1beta1", "v2rc1", "V3", "v10alpha"] {
+            assert!(is_vocabulary(w), "{w}");
+        }
+        // Ids that start like a version are not one.
+        for w in ["v5k1728c", "v1x", "v"] {
+            assert!(!is_vocabulary(w), "{w}");
         }
         for w in ["chat.postMessage", "admin.apps.restricted.list", "dnd.info"] {
             assert!(is_vocabulary(w), "{w}");

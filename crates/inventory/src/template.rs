@@ -37,6 +37,9 @@ pub enum Learned {
     Pinned,
     /// The node cap of the host was reached.
     Capped,
+    /// Sibling names with the same sub-resources under an id (`/packages/npm/{id}/versions`
+    /// and `/packages/maven/{id}/versions`): values of one parameter.
+    Alike,
 }
 
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]
@@ -81,6 +84,7 @@ impl Evidence {
             Some(Learned::Shape) => 0.95,
             Some(Learned::Soft) => 0.8,
             Some(Learned::Cardinality) => (0.6 + self.merged as f64 / 100.0).min(0.9),
+            Some(Learned::Alike) => (0.6 + self.merged as f64 / 20.0).min(0.9),
             Some(Learned::Capped) | None => 0.5,
         }
     }
@@ -122,9 +126,19 @@ pub struct Node {
     pub keep: bool,
     /// A pinned or declared variable child: every literal not pinned here goes to it.
     pub strict: bool,
+    /// A literal pinned or declared: never merged.
+    #[serde(default)]
+    pub pinned: bool,
     pub evidence: Option<Box<Evidence>>,
     /// Endpoint slots by method.
     pub endpoints: Vec<(Box<str>, u32)>,
+}
+
+impl Node {
+    /// A slot on the free list (a node merged away): no label, no parent, nothing below.
+    fn free_slot(&self) -> bool {
+        self.label.is_empty() && self.lits.is_empty() && self.vars.is_empty() && self.endpoints.is_empty()
+    }
 }
 
 /// The trie of one host. Node 0 is the root (`/`).
@@ -133,12 +147,58 @@ pub struct Trie {
     pub nodes: Vec<Node>,
     free: Vec<u32>,
     pub live: usize,
+    /// Moves with every node or endpoint added: [`Trie::merge_alike`] looks again only
+    /// when the shape changed.
+    #[serde(default)]
+    changes: u64,
+    #[serde(default)]
+    alike_seen: u64,
 }
 
 impl Default for Trie {
     fn default() -> Self {
-        Trie { nodes: vec![Node { label: "".into(), ..Node::default() }], free: Vec::new(), live: 1 }
+        Trie {
+            nodes: vec![Node { label: "".into(), ..Node::default() }],
+            free: Vec::new(),
+            live: 1,
+            changes: 0,
+            alike_seen: 0,
+        }
     }
+}
+
+/// Literal siblings with the same sub-resources are merged when at least this many agree.
+pub const MIN_ALIKE: usize = 3;
+
+/// Subtrees with more names than this are not compared (enumerated values have small
+/// ones), which bounds the cost of a pass.
+pub const ALIKE_MAX_NAMES: usize = 64;
+
+/// What [`Trie::merge_alike`] knows of a subtree: its names (hashes of relative paths,
+/// sorted), and whether one is below a variable (a named sub-resource under an id).
+#[derive(Clone)]
+struct Shape {
+    names: Box<[u64]>,
+    deep: bool,
+}
+
+/// Two subtrees are alike when at least two thirds of the names either has are in both
+/// (traffic may not yet have called every sub-resource of every value).
+fn alike(a: &[u64], b: &[u64]) -> bool {
+    let (mut i, mut j, mut both) = (0, 0, 0usize);
+    while i < a.len() && j < b.len() {
+        match a[i].cmp(&b[j]) {
+            std::cmp::Ordering::Less => i += 1,
+            std::cmp::Ordering::Greater => j += 1,
+            std::cmp::Ordering::Equal => {
+                both += 1;
+                i += 1;
+                j += 1;
+            }
+        }
+    }
+    let union = a.len() + b.len() - both;
+    both > 0 && both * 3 >= union * 2
 }
 
 /// Side effects of learning that the inventory applies to its endpoint slots.
@@ -158,6 +218,7 @@ pub fn segments(path: &str) -> impl Iterator<Item = &str> {
 impl Trie {
     fn alloc(&mut self, n: Node) -> u32 {
         self.live += 1;
+        self.changes += 1;
         if let Some(i) = self.free.pop() {
             self.nodes[i as usize] = n;
             i
@@ -280,6 +341,10 @@ impl Trie {
     fn merge_lits(&mut self, at: u32, lits: &[u32], how: Learned, out: &mut Learning) {
         for &c in lits {
             let label = self.nodes[c as usize].label.clone();
+            // Still a literal child of `at` (an earlier merge may have moved it).
+            if self.nodes[at as usize].lits.get(&label) != Some(&c) {
+                continue;
+            }
             let (stem, ext) = split_ext(&label);
             let v = self.var_child(at, ext);
             if let Some(ev) = self.nodes[v as usize].evidence.as_mut() {
@@ -365,9 +430,10 @@ impl Trie {
                 v
             } else if let Some(&c) = self.nodes[at as usize].lits.get(seg) {
                 self.nodes[c as usize].keep = true;
+                self.nodes[c as usize].pinned = true;
                 c
             } else {
-                let c = self.alloc(Node { label: seg.into(), parent: at, keep: true, ..Node::default() });
+                let c = self.alloc(Node { label: seg.into(), parent: at, keep: true, pinned: true, ..Node::default() });
                 self.nodes[at as usize].lits.insert(seg.into(), c);
                 c
             };
@@ -431,6 +497,161 @@ impl Trie {
 
     pub fn add_endpoint(&mut self, at: u32, method: &str, slot: u32) {
         self.nodes[at as usize].endpoints.push((method.into(), slot));
+        self.changes += 1;
+    }
+
+    /// Merge literal siblings that have the same named sub-resources under ids, when at
+    /// least [`MIN_ALIKE`] agree (`/packages/{npm,maven,nuget}/{id}/versions/{id}`): they are
+    /// values of one parameter, an enumeration. A literal alike a variable learned so joins
+    /// it. Shapes without a name under an id (`/labels/{id}`, `/keys/{id}`) are as common
+    /// among resources as among values, so they never count; different sub-resources
+    /// (`/calls/{id}/recordings`, `/queues/{id}/members`) tell resources apart; pinned
+    /// literals stay. Called from time to time, not per observation: it walks the trie.
+    pub fn merge_alike(&mut self, out: &mut Learning) {
+        if self.changes == self.alike_seen {
+            return;
+        }
+        let mut shapes = vec![None; self.nodes.len()];
+        // Every subtree small enough gets a shape, whatever the size of the whole.
+        for at in 0..self.nodes.len() {
+            if shapes[at].is_none() && !self.nodes[at].lits.is_empty() {
+                self.shape(at as u32, &mut shapes, 0);
+            }
+        }
+        let mut merges: Vec<(u32, Vec<u32>)> = Vec::new();
+        for (at, node) in self.nodes.iter().enumerate() {
+            if node.lits.len() < MIN_ALIKE && node.vars.is_empty() || node.strict {
+                continue;
+            }
+            let shape_of = |c: u32| shapes.get(c as usize).and_then(|s| s.as_ref()).filter(|s: &&Shape| s.deep);
+            // Candidates: literals that are not pinned, with a name below an id.
+            let cands: Vec<(u32, &Shape)> = node
+                .lits
+                .values()
+                .filter(|&&c| !self.nodes[c as usize].pinned && split_ext(&self.nodes[c as usize].label).1.is_empty())
+                .filter_map(|&c| shape_of(c).map(|sh| (c, sh)))
+                .collect();
+            // Alike pairs joined into groups (union-find over the candidates).
+            let mut root: Vec<usize> = (0..cands.len()).collect();
+            fn find(root: &mut [usize], i: usize) -> usize {
+                let mut i = i;
+                while root[i] != i {
+                    root[i] = root[root[i]];
+                    i = root[i];
+                }
+                i
+            }
+            for i in 0..cands.len() {
+                for j in i + 1..cands.len() {
+                    if alike(&cands[i].1.names, &cands[j].1.names) {
+                        let (a, b) = (find(&mut root, i), find(&mut root, j));
+                        root[a] = b;
+                    }
+                }
+            }
+            let mut size = vec![0usize; cands.len()];
+            for i in 0..cands.len() {
+                size[find(&mut root, i)] += 1;
+            }
+            // A variable an earlier pass learned from alike names takes those like it.
+            let alike_var = node
+                .vars
+                .iter()
+                .find(|(e, c)| {
+                    e.is_empty()
+                        && self.nodes[*c as usize]
+                            .evidence
+                            .as_ref()
+                            .is_some_and(|ev| ev.learned == Some(Learned::Alike))
+                })
+                .and_then(|(_, v)| shape_of(*v));
+            let lits: Vec<u32> = (0..cands.len())
+                .filter(|&i| {
+                    size[find(&mut root, i)] >= MIN_ALIKE
+                        || alike_var.is_some_and(|v| alike(&cands[i].1.names, &v.names))
+                })
+                .map(|i| cands[i].0)
+                .collect();
+            if !lits.is_empty() {
+                merges.push((at as u32, lits));
+            }
+        }
+        for (at, lits) in merges {
+            self.merge_lits(at, &lits, Learned::Alike, out);
+            // Below the new variable, names that were read as values (where a variable sits
+            // beside them) join that variable: `/packages/{id}/jofeke` from a value whose
+            // packages were still literals, next to `/packages/{id}/{id}`.
+            let vars: Vec<u32> = self.nodes[at as usize].vars.iter().map(|x| x.1).collect();
+            for v in vars {
+                self.fold_values(v, 0, out);
+            }
+        }
+        self.alike_seen = self.changes;
+    }
+
+    /// Merge the literals under `at` that may be values into the variable beside them, and
+    /// so on down the variables.
+    fn fold_values(&mut self, at: u32, depth: usize, out: &mut Learning) {
+        if depth >= MAX_SEGMENTS || self.nodes[at as usize].free_slot() {
+            return;
+        }
+        let node = &self.nodes[at as usize];
+        let lits: Vec<u32> = node
+            .lits
+            .values()
+            .copied()
+            .filter(|&c| {
+                let n = &self.nodes[c as usize];
+                let ext = split_ext(&n.label).1;
+                !n.keep && !n.pinned && node.vars.iter().any(|(e, _)| e.as_ref() == ext)
+            })
+            .collect();
+        if !lits.is_empty() {
+            self.merge_lits(at, &lits, Learned::Alike, out);
+        }
+        let vars: Vec<u32> = self.nodes[at as usize].vars.iter().map(|x| x.1).collect();
+        for v in vars {
+            self.fold_values(v, depth + 1, out);
+        }
+    }
+
+    /// The shape of the subtree at `at`, recorded for every node under it: the names below
+    /// it (vocabulary and pinned literals), each as its relative path in which other
+    /// literals, which may be values, read as variables (so that `/{id}/versions` is the
+    /// same below a value whose ids were merged and below one whose ids are still
+    /// literals). Subtrees with more than [`ALIKE_MAX_NAMES`] have none (nor their
+    /// ancestors). Returns the names and whether there is any.
+    fn shape(&self, at: u32, shapes: &mut Vec<Option<Shape>>, depth: usize) -> Option<Vec<u64>> {
+        const K: u64 = 0x9e37_79b9_7f4a_7c15;
+        let mix = |h: u64, x: u64| (h ^ x).wrapping_mul(K).rotate_left(31);
+        let bytes =
+            |s: &str| s.bytes().fold(0xcbf2_9ce4_8422_2325u64, |h, c| (h ^ u64::from(c)).wrapping_mul(0x100_0000_01b3));
+        let node = &self.nodes[at as usize];
+        let mut names: Vec<u64> = Vec::new();
+        let (mut deep, mut whole) = (false, depth < MAX_SEGMENTS);
+        let children =
+            node.lits.iter().map(|(l, &c)| (l.as_ref(), c)).chain(node.vars.iter().map(|(e, c)| (e.as_ref(), *c)));
+        for (label, c) in children {
+            let n = &self.nodes[c as usize];
+            let name = !n.var && n.keep;
+            let key = if name { bytes(label) } else { bytes("{}") ^ bytes(split_ext(&n.label).1) };
+            let Some(sub) = (if whole { self.shape(c, shapes, depth + 1) } else { None }) else {
+                whole = false;
+                continue;
+            };
+            if name {
+                names.push(mix(K, key));
+            }
+            names.extend(sub.iter().map(|&x| mix(key, x)));
+            deep |= !name && !sub.is_empty() || shapes[c as usize].as_ref().is_some_and(|s| s.deep);
+        }
+        names.sort_unstable();
+        names.dedup();
+        if !whole || names.len() > ALIKE_MAX_NAMES {
+            return None;
+        }
+        shapes[at as usize] = Some(Shape { names: names.clone().into_boxed_slice(), deep });
+        Some(names)
     }
 
     /// Every node that has endpoints, in a stable order (by template).
@@ -562,5 +783,110 @@ mod tests {
             t.learn(&format!("/a{i}b/c{i}d/e{i}f"), 300, &mut out);
         }
         assert!(t.live <= 600, "{}", t.live);
+    }
+
+    /// Endpoints at every path, with methods.
+    fn learn_with(t: &mut Trie, calls: &[(&str, &str)]) {
+        let mut out = Learning::default();
+        for (m, p) in calls {
+            let at = t.learn(p, 10_000, &mut out);
+            if t.endpoint(at, m).is_none() {
+                t.add_endpoint(at, m, 0);
+            }
+        }
+    }
+
+    fn templates(t: &Trie) -> Vec<String> {
+        t.endpoint_nodes().into_iter().map(|x| x.0).collect()
+    }
+
+    #[test]
+    fn names_with_the_same_sub_resources_are_one_parameter() {
+        let mut t = Trie::default();
+        let mut calls = Vec::new();
+        let kinds = ["npm", "maven", "nuget", "docker"];
+        for k in kinds {
+            for i in 0..3 {
+                calls.push(("GET", format!("/user/packages/{k}/pkg{i}a9f3c2e1")));
+                calls.push(("GET", format!("/user/packages/{k}/pkg{i}a9f3c2e1/versions")));
+                calls.push(("DELETE", format!("/user/packages/{k}/pkg{i}a9f3c2e1/versions/{}", 100 + i)));
+            }
+        }
+        let calls: Vec<(&str, &str)> = calls.iter().map(|(m, p)| (*m, p.as_str())).collect();
+        learn_with(&mut t, &calls);
+        assert!(templates(&t).contains(&"/user/packages/npm/{id}/versions".to_string()), "{:?}", templates(&t));
+        let mut out = Learning::default();
+        t.merge_alike(&mut out);
+        assert_eq!(
+            templates(&t),
+            ["/user/packages/{id}/{id}", "/user/packages/{id}/{id}/versions", "/user/packages/{id}/{id}/versions/{id}"]
+        );
+        assert_eq!(out.merged.len(), 9, "three endpoints of three names merged into the fourth's");
+        // A later name shaped the same joins the variable (its package name still a literal:
+        // names that may be values read as variables); one shaped otherwise stays.
+        learn_with(
+            &mut t,
+            &[
+                ("GET", "/user/packages/rubygems/jofeke"),
+                ("GET", "/user/packages/rubygems/jofeke/versions"),
+                ("DELETE", "/user/packages/rubygems/jofeke/versions/7"),
+            ],
+        );
+        learn_with(&mut t, &[("GET", "/user/packages/settings")]);
+        t.merge_alike(&mut Learning::default());
+        assert_eq!(
+            templates(&t),
+            [
+                "/user/packages/settings",
+                "/user/packages/{id}/{id}",
+                "/user/packages/{id}/{id}/versions",
+                "/user/packages/{id}/{id}/versions/{id}"
+            ]
+        );
+    }
+
+    #[test]
+    fn resources_of_the_same_shallow_shape_stay_apart() {
+        // CRUD resources share `/{name}/{id}` with the same methods: no named sub-resource
+        // under the id, so nothing says they are values. Nor do pinned names merge.
+        let mut t = Trie::default();
+        let mut calls = Vec::new();
+        for r in ["labels", "milestones", "keys", "hooks", "Addresses.json"] {
+            for i in 0..3 {
+                calls.push(("GET", format!("/repos/o1/r1/{r}/{}", 10 + i)));
+                calls.push(("DELETE", format!("/repos/o1/r1/{r}/{}", 10 + i)));
+            }
+            calls.push(("GET", format!("/repos/o1/r1/{r}")));
+        }
+        // Resources with sub-resources of their own, or sharing only some of them.
+        for (r, subs) in [
+            ("calls", &["recordings", "notifications"][..]),
+            ("queues", &["members"][..]),
+            ("conferences", &["participants", "recordings"][..]),
+            ("secrets", &["repositories", "public-key"][..]),
+            ("variables", &["repositories"][..]),
+            ("runner-groups", &["repositories", "runners"][..]),
+        ] {
+            for i in 0..3 {
+                for sub in subs {
+                    calls.push(("GET", format!("/accounts/a1/{r}/{}/{sub}", 20 + i)));
+                }
+            }
+        }
+        let calls: Vec<(&str, &str)> = calls.iter().map(|(m, p)| (*m, p.as_str())).collect();
+        learn_with(&mut t, &calls);
+        let before = templates(&t);
+        assert!(before.contains(&"/accounts/a1/variables/{id}/repositories".to_string()), "{before:?}");
+        t.merge_alike(&mut Learning::default());
+        assert_eq!(templates(&t), before);
+        let mut p = Trie::default();
+        for k in ["npm", "maven", "nuget"] {
+            p.pin(&format!("/packages/{k}/{{name}}/versions"));
+        }
+        for k in ["npm", "maven", "nuget"] {
+            learn_with(&mut p, &[("GET", &format!("/packages/{k}/abc123def456/versions"))]);
+        }
+        p.merge_alike(&mut Learning::default());
+        assert!(templates(&p).contains(&"/packages/npm/{id}/versions".to_string()), "{:?}", templates(&p));
     }
 }
