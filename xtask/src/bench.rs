@@ -222,6 +222,7 @@ fn bench_file(bin: &Path, name: &str, file: &Path, quick: bool) -> Result<()> {
     let mut one_off = Vec::new();
     let mut one_nocls = Vec::new();
     let mut one_nodet = Vec::new();
+    let mut one_bare = Vec::new();
     for _ in 0..reps {
         libpcap.push(read_only(bin, file, "libpcap")?);
         ours_read.push(read_only(bin, file, "mmap")?);
@@ -229,11 +230,13 @@ fn bench_file(bin: &Path, name: &str, file: &Path, quick: bool) -> Result<()> {
         one_off.push(apiwatch_run_with(bin, file, 1, &["--no-inventory"])?.secs);
         one_nocls.push(apiwatch_run_with(bin, file, 1, &["--no-classify"])?.secs);
         one_nodet.push(apiwatch_run_with(bin, file, 1, &["--no-detect"])?.secs);
+        one_bare.push(apiwatch_run_with(bin, file, 1, &["--no-inventory", "--no-detect"])?.secs);
         two.push(apiwatch_run(bin, file, 2)?);
     }
     let r1_off = median(one_off);
     let r1_nocls = median(one_nocls);
     let r1_nodet = median(one_nodet);
+    let r1_bare = median(one_bare);
     let r1 = median(one.iter().map(|r| r.secs).collect());
     let r2 = median(two.iter().map(|r| r.secs).collect());
     let (pk, tx) = (one[0].packets, one[0].transactions);
@@ -280,6 +283,12 @@ fn bench_file(bin: &Path, name: &str, file: &Path, quick: bool) -> Result<()> {
     let ours_slice2 =
         median((0..reps).map(|_| apiwatch_run(bin, slice.path(), 2).map(|r| r.secs)).collect::<Result<Vec<_>>>()?);
     let slice_tx = apiwatch_run(bin, slice.path(), 1)?.transactions;
+    let bare = ["--no-inventory", "--no-detect"];
+    let ours_slice_bare = median(
+        (0..reps)
+            .map(|_| apiwatch_run_with(bin, slice.path(), 1, &bare).map(|r| r.secs))
+            .collect::<Result<Vec<_>>>()?,
+    );
 
     println!("\n== {name}: {} ({:.0} MB, {} packets, {} transactions)", file.display(), size as f64 / 1e6, pk, tx);
     println!("  {:<38} {:>9} {:>12} {:>14}", "", "Gbit/s", "packets/s", "transactions/s");
@@ -289,6 +298,7 @@ fn bench_file(bin: &Path, name: &str, file: &Path, quick: bool) -> Result<()> {
     };
     row("libpcap read loop (nothing else)", lp, false);
     row("our mmap reader (nothing else)", orr, false);
+    row("apiwatch replay, 1 worker, transactions only", r1_bare, true);
     row("apiwatch replay, 1 worker, no inventory", r1_off, true);
     row("apiwatch replay, 1 worker, no classifier", r1_nocls, true);
     row("apiwatch replay, 1 worker, no detections", r1_nodet, true);
@@ -339,6 +349,11 @@ fn bench_file(bin: &Path, name: &str, file: &Path, quick: bool) -> Result<()> {
         gbps(slice_size, ours_slice),
         slice_tx,
         tshark_secs / ours_slice
+    );
+    println!(
+        "  the same slice, transactions only (no analyzers, 1 worker): apiwatch {:.2} Gbit/s, {:.0}x tshark's fields",
+        gbps(slice_size, ours_slice_bare),
+        tshark_secs / ours_slice_bare
     );
     println!(
         "  tshark -T ek (all HTTP fields as NDJSON, like our output) on the slice: {:.3} Gbit/s: apiwatch is {:.0}x faster ({:.0}x with 2 workers)",
