@@ -53,6 +53,9 @@ pub struct Counters {
     pub nodes_capped: u64,
     pub segments_truncated: u64,
     pub endpoints_merged: u64,
+    /// Endpoints dropped with a variable that turned out to stand for names.
+    #[serde(default)]
+    pub endpoints_undone: u64,
 }
 
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]
@@ -84,6 +87,12 @@ impl Host {
     }
 
     fn apply(&mut self, l: &Learning) -> u64 {
+        for &slot in &l.removed {
+            if self.slots.get_mut(slot as usize).and_then(Option::take).is_some() {
+                self.free.push(slot);
+                self.endpoints -= 1;
+            }
+        }
         let mut n = 0;
         for &(from, into) in &l.merged {
             if let Some(e) = self.slots.get_mut(from as usize).and_then(Option::take) {
@@ -477,17 +486,26 @@ impl Inventory {
         let due = self.clock.saturating_sub(self.cfg.settle_ns);
         // Names that turned out to be values of one parameter (same sub-resources) merge
         // before their endpoints are reported.
+        // Young variables that turned out to stand for names are undone.
         for h in self.hosts.values_mut() {
             self.learning.merged.clear();
+            self.learning.removed.clear();
             let before = h.trie.live;
+            h.trie.review(&mut self.learning);
             h.trie.merge_alike(&mut self.learning);
             if h.trie.live != before {
                 self.nodes = (self.nodes + h.trie.live).saturating_sub(before);
+                let endpoints = h.endpoints;
                 let merged = h.apply(&self.learning);
-                self.endpoints -= merged as usize;
+                let undone = (endpoints - h.endpoints) as u64 - merged;
+                self.endpoints -= endpoints - h.endpoints;
                 self.counters.endpoints_merged += merged;
+                self.counters.endpoints_undone += undone;
                 h.dirty = true;
+                // The last observation's node may be gone.
+                self.last_at = None;
             }
+            self.learning.removed.clear();
         }
         // Due endpoints, by host and template; templates are built for those only.
         /// (host, template, node, method, endpoint slot)

@@ -178,7 +178,7 @@ pub fn classify(v: &str) -> Kind {
         return Kind::Hex;
     }
     let tokenish = s.iter().all(|c| c.is_ascii_alphanumeric() || matches!(c, b'-' | b'_' | b'=' | b'.' | b'~' | b'+'));
-    if tokenish && s.len() >= 12 && num > 0 && alpha > 0 {
+    if tokenish && s.len() >= 12 && num > 0 && alpha > 0 && !name_with_number(v) {
         // Mixed letters and digits, long: a key, an opaque id, base64.
         let hyphens = s.iter().filter(|&&c| c == b'-').count();
         if hyphens < 2 || s.len() >= 24 {
@@ -291,6 +291,35 @@ fn bigrams() -> &'static [[bool; 26]; 26] {
 /// Spelled like a word: known, or a vowel and every letter pair one that the vocabulary
 /// uses (one unknown pair allowed in long words). Random letters fail this quickly: about
 /// half of all pairs never occur in the vocabulary.
+/// A name with a short number in it (`reserved_ipv6`, `repositoriesV2`, `oauth2_tokens`):
+/// at most two runs of at most two digits, and words of five letters or more spelled like
+/// words, one of them
+/// known. Opaque tokens have more digits, or letters that spell nothing.
+fn name_with_number(v: &str) -> bool {
+    let b = v.as_bytes();
+    let runs: Vec<usize> = b.split(|c| !c.is_ascii_digit()).map(<[u8]>::len).filter(|&n| n > 0).collect();
+    if runs.is_empty() || runs.len() > 2 || runs.iter().any(|&n| n > 2) {
+        return false;
+    }
+    let mut words = Vec::new();
+    for part in v.split(|c: char| !c.is_ascii_alphabetic()) {
+        let mut start = 0;
+        let pb = part.as_bytes();
+        for i in 1..pb.len() {
+            if pb[i].is_ascii_uppercase() && pb[i - 1].is_ascii_lowercase() {
+                words.push(part[start..i].to_ascii_lowercase());
+                start = i;
+            }
+        }
+        if start < part.len() {
+            words.push(part[start..].to_ascii_lowercase());
+        }
+    }
+    // Short words are often abbreviations (`ipv`, `ec`): only the longer ones must spell.
+    let long: Vec<&String> = words.iter().filter(|w| w.len() >= 5).collect();
+    !long.is_empty() && long.iter().all(|w| wordlike(w)) && long.iter().any(|w| known_word(w))
+}
+
 fn wordlike(w: &str) -> bool {
     if known_word(w) {
         return true;
@@ -448,6 +477,16 @@ mod tests {
             ("", Kind::Empty),
         ] {
             assert_eq!(classify(v), k, "{v}");
+        }
+    }
+
+    #[test]
+    fn names_with_a_number_are_not_tokens() {
+        for v in ["reserved_ipv6", "repositoriesV2", "oauth2_tokens"] {
+            assert_eq!(classify(v), Kind::String, "{v}");
+        }
+        for v in ["AKIA1234567890ABCDEF", "a1b2c3d4e5f6", "xk29fjq81zzp", "SMab12cd34ef56ab78cd90ef12ab34cd56"] {
+            assert_ne!(classify(v), Kind::String, "{v}");
         }
     }
 

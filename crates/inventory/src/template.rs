@@ -50,6 +50,51 @@ pub struct Evidence {
     /// Distinct literals merged into this variable.
     pub merged: u64,
     pub learned: Option<Learned>,
+    /// While a variable learned from cardinality is young: what its values do next.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub probation: Option<Box<Probation>>,
+}
+
+/// Values kept on probation at most, and calls after which the verdict is given.
+pub const PROBATION_VALUES: usize = 128;
+pub const PROBATION_CALLS: u32 = 256;
+
+/// The values a variable learned from cardinality takes in its first calls. At a cold
+/// start a dozen names each called once look like values; names then repeat, values do
+/// not. After [`PROBATION_CALLS`], few distinct values (a quarter of the calls or fewer)
+/// mean names: the variable is undone. More than [`PROBATION_VALUES`], or a spread
+/// verdict, confirm it.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+pub struct Probation {
+    /// Hashes of the values and their calls.
+    values: Vec<(u64, u32)>,
+    calls: u32,
+    overflow: bool,
+}
+
+impl Probation {
+    fn note(&mut self, value: &str, calls: u32) {
+        let h = value.bytes().fold(0xcbf2_9ce4_8422_2325u64, |h, c| (h ^ u64::from(c)).wrapping_mul(0x100_0000_01b3));
+        self.calls = self.calls.saturating_add(calls);
+        if let Some(v) = self.values.iter_mut().find(|v| v.0 == h) {
+            v.1 = v.1.saturating_add(calls);
+        } else if self.values.len() < PROBATION_VALUES {
+            self.values.push((h, calls));
+        } else {
+            self.overflow = true;
+        }
+    }
+
+    /// None: not yet; Some(true): names after all; Some(false): values.
+    fn verdict(&self) -> Option<bool> {
+        if self.overflow {
+            return Some(false);
+        }
+        if self.calls < PROBATION_CALLS {
+            return None;
+        }
+        Some(self.values.len() * 4 <= self.calls as usize)
+    }
 }
 
 impl Evidence {
@@ -129,6 +174,10 @@ pub struct Node {
     /// A literal pinned or declared: never merged.
     #[serde(default)]
     pub pinned: bool,
+    /// Its children were once merged by cardinality and turned out to be names: only
+    /// [`MAX_SIBLINGS`] of them make it variable again.
+    #[serde(default)]
+    pub names: bool,
     pub evidence: Option<Box<Evidence>>,
     /// Endpoint slots by method.
     pub endpoints: Vec<(Box<str>, u32)>,
@@ -206,6 +255,8 @@ fn alike(a: &[u64], b: &[u64]) -> bool {
 pub struct Learning {
     /// (from, into): merge endpoint slot `from` into `into` and free `from`.
     pub merged: Vec<(u32, u32)>,
+    /// Endpoint slots of a variable undone (names, not values): drop them.
+    pub removed: Vec<u32>,
     pub capped: u64,
     pub truncated: u64,
 }
@@ -284,6 +335,9 @@ impl Trie {
             let c = self.var_child(at, if self.live >= max_nodes { "" } else { ext });
             let ev = self.nodes[c as usize].evidence.get_or_insert_with(Box::default);
             ev.note(kind, stem);
+            if let Some(p) = ev.probation.as_mut() {
+                p.note(seg, 1);
+            }
             if ev.learned.is_none() || learned == Learned::Shape && ev.learned == Some(Learned::Cardinality) {
                 ev.learned = Some(learned);
             }
@@ -328,7 +382,11 @@ impl Trie {
         let singletons = hits.iter().filter(|&&h| h <= 1).count();
         let mid = n / 2;
         let median = *hits.clone().select_nth_unstable(mid).1;
-        let variable = singletons * 4 >= n * 3 || n >= MAX_SIBLINGS || (n >= MANY_SIBLINGS && median <= 1);
+        let variable = if self.nodes[at as usize].names {
+            n >= MAX_SIBLINGS
+        } else {
+            singletons * 4 >= n * 3 || n >= MAX_SIBLINGS || (n >= MANY_SIBLINGS && median <= 1)
+        };
         if variable {
             self.nodes[at as usize].variable = true;
             // Literals called far more than the rest stay: static routes next to values.
@@ -347,11 +405,18 @@ impl Trie {
             }
             let (stem, ext) = split_ext(&label);
             let v = self.var_child(at, ext);
+            let hits = self.nodes[c as usize].hits;
             if let Some(ev) = self.nodes[v as usize].evidence.as_mut() {
                 ev.note(classify(stem), stem);
                 ev.merged += 1;
                 if ev.learned.is_none() || ev.learned == Some(Learned::Capped) {
                     ev.learned = Some(how);
+                    if how == Learned::Cardinality {
+                        ev.probation = Some(Box::default());
+                    }
+                }
+                if let Some(p) = ev.probation.as_mut() {
+                    p.note(&label, hits.clamp(1, u64::from(u32::MAX)) as u32);
                 }
             }
             self.nodes[at as usize].lits.remove(&label);
@@ -565,10 +630,15 @@ impl Trie {
                             .is_some_and(|ev| ev.learned == Some(Learned::Alike))
                 })
                 .and_then(|(_, v)| shape_of(*v));
+            // A group is most of the names there: an enumeration's values fill their place
+            // (`/packages/` holds package types), while resources that happen to share a
+            // shape are a few among many (`/v2/floating_ips` and `/v2/reserved_ips` among
+            // sixty others).
+            let names = node.lits.values().filter(|&&c| !self.nodes[c as usize].pinned).count();
             let lits: Vec<u32> = (0..cands.len())
                 .filter(|&i| {
-                    size[find(&mut root, i)] >= MIN_ALIKE
-                        || alike_var.is_some_and(|v| alike(&cands[i].1.names, &v.names))
+                    let n = size[find(&mut root, i)];
+                    n >= MIN_ALIKE && n * 2 >= names || alike_var.is_some_and(|v| alike(&cands[i].1.names, &v.names))
                 })
                 .map(|i| cands[i].0)
                 .collect();
@@ -587,6 +657,43 @@ impl Trie {
             }
         }
         self.alike_seen = self.changes;
+    }
+
+    /// Give the verdict on variables on probation (see [`Probation`]): confirmed ones drop
+    /// their record; undone ones go, with their subtree and its endpoints (`out.removed`),
+    /// and their parent takes names as literals again. Their calls so far are lost: they
+    /// were counted under a template that was wrong. Called with [`Trie::merge_alike`].
+    pub fn review(&mut self, out: &mut Learning) {
+        let mut undo = Vec::new();
+        for (i, n) in self.nodes.iter_mut().enumerate() {
+            let Some(ev) = n.evidence.as_mut() else { continue };
+            match ev.probation.as_ref().map(|p| p.verdict()) {
+                Some(Some(true)) if !n.strict => undo.push(i as u32),
+                Some(Some(_)) => ev.probation = None,
+                _ => {}
+            }
+        }
+        for v in undo {
+            let p = self.nodes[v as usize].parent;
+            self.nodes[p as usize].vars.retain(|(_, c)| *c != v);
+            self.nodes[p as usize].variable = false;
+            self.nodes[p as usize].names = true;
+            self.drop_subtree(v, out);
+            self.changes += 1;
+        }
+    }
+
+    /// Free `at` and everything below it; their endpoint slots go to `out.removed`.
+    fn drop_subtree(&mut self, at: u32, out: &mut Learning) {
+        let mut stack = vec![at];
+        while let Some(n) = stack.pop() {
+            let node = std::mem::take(&mut self.nodes[n as usize]);
+            out.removed.extend(node.endpoints.iter().map(|(_, e)| *e));
+            stack.extend(node.lits.values().copied());
+            stack.extend(node.vars.iter().map(|(_, c)| *c));
+            self.free.push(n);
+            self.live -= 1;
+        }
     }
 
     /// Merge the literals under `at` that may be values into the variable beside them, and
@@ -873,10 +980,26 @@ mod tests {
                 }
             }
         }
+        // Three resources with the same sub-resources among many others.
+        for (r, sub) in [
+            ("floating_ips", "actions"),
+            ("reserved_ips", "actions"),
+            ("reserved_ipv6", "actions"),
+            ("droplets", "snapshots"),
+            ("volumes", "attachments"),
+            ("images", "tags"),
+            ("domains", "records"),
+        ] {
+            for i in 0..3 {
+                calls.push(("GET", format!("/v2/{r}/{}/{sub}", 30 + i)));
+                calls.push(("GET", format!("/v2/{r}/{}/{sub}/{}", 30 + i, 40 + i)));
+            }
+        }
         let calls: Vec<(&str, &str)> = calls.iter().map(|(m, p)| (*m, p.as_str())).collect();
         learn_with(&mut t, &calls);
         let before = templates(&t);
         assert!(before.contains(&"/accounts/a1/variables/{id}/repositories".to_string()), "{before:?}");
+        assert!(before.contains(&"/v2/reserved_ips/{id}/actions".to_string()), "{before:?}");
         t.merge_alike(&mut Learning::default());
         assert_eq!(templates(&t), before);
         let mut p = Trie::default();
@@ -888,5 +1011,55 @@ mod tests {
         }
         p.merge_alike(&mut Learning::default());
         assert!(templates(&p).contains(&"/packages/npm/{id}/versions".to_string()), "{:?}", templates(&p));
+    }
+
+    #[test]
+    fn a_cold_start_merge_of_names_is_undone_when_they_repeat() {
+        // Names that are not API vocabulary (a product's own resource names).
+        let names = [
+            "kazomi", "turelo", "bivado", "nofeta", "lucaro", "pemizu", "godaki", "ravune", "sotiba", "hejofu",
+            "mikaro", "dunepa", "zobiru", "fakeli", "wotuma", "yerigo",
+        ];
+        let mut t = Trie::default();
+        // First calls: each name once, as a cold start sees them.
+        for n in &names[..12] {
+            learn_with(&mut t, &[("GET", &format!("/api/{n}"))]);
+        }
+        assert_eq!(templates(&t), ["/api/{id}"], "a dozen names each called once look like values");
+        let mut out = Learning::default();
+        t.review(&mut out);
+        assert!(out.removed.is_empty(), "no verdict before {PROBATION_CALLS} calls");
+        // Then the names repeat.
+        for i in 0..PROBATION_CALLS as usize {
+            learn_with(&mut t, &[("GET", &format!("/api/{}", names[i % names.len()]))]);
+        }
+        t.review(&mut out);
+        assert_eq!(out.removed, vec![0], "the variable and its endpoint are gone");
+        assert_eq!(templates(&t), Vec::<String>::new());
+        for n in names {
+            learn_with(&mut t, &[("GET", &format!("/api/{n}"))]);
+        }
+        assert_eq!(templates(&t).len(), names.len(), "names are literals again: {:?}", templates(&t));
+        assert!(templates(&t).contains(&"/api/kazomi".to_string()));
+    }
+
+    #[test]
+    fn a_variable_whose_values_keep_changing_is_confirmed() {
+        let mut t = Trie::default();
+        let mut out = Learning::default();
+        for i in 0..400usize {
+            // Pronounceable names, not id-shaped, each called once: learned from cardinality.
+            const SYL: [&str; 8] = ["ka", "zo", "mi", "tu", "re", "lo", "bi", "ne"];
+            let name: String = [i % 8, i / 8 % 8, i / 64 % 8].iter().map(|&k| SYL[k]).collect();
+            learn_with(&mut t, &[("GET", &format!("/users/{name}"))]);
+            if i % 50 == 0 {
+                t.review(&mut out);
+            }
+        }
+        t.review(&mut out);
+        assert!(out.removed.is_empty());
+        assert_eq!(templates(&t), ["/users/{id}"]);
+        let v = t.nodes[0].lits.values().next().map(|&u| t.nodes[u as usize].vars[0].1).unwrap();
+        assert!(t.nodes[v as usize].evidence.as_ref().unwrap().probation.is_none(), "verdict given: values");
     }
 }
