@@ -122,13 +122,15 @@ fn table(inv: &Inventory, host: Option<&str>) -> String {
     let c = &inv.counters;
     let _ = writeln!(
         out,
-        "\n{} endpoints on {} hosts; {} observations; dropped at caps: {} hosts, {} endpoints; {} capped nodes",
+        "\n{} endpoints on {} hosts; {} observations; dropped at caps: {} hosts, {} endpoints; {} capped nodes; {} endpoints merged into templates, {} undone with a template that stood for names",
         inv.endpoints,
         inv.hosts.len(),
         c.observations,
         c.hosts_dropped_cap,
         c.endpoints_dropped_cap,
-        c.nodes_capped
+        c.nodes_capped,
+        c.endpoints_merged,
+        c.endpoints_undone
     );
     out
 }

@@ -1037,4 +1037,27 @@ paths:
         let debug = views.iter().find(|v| v.template == "/v2/debug").unwrap();
         assert_eq!(inv.posture("api.example.com", "GET", "/v2/debug", debug.endpoint).standing, Standing::Shadow);
     }
+
+    #[test]
+    fn a_cold_start_template_of_names_is_undone_and_counted() {
+        let names = [
+            "kazomi", "turelo", "bivado", "nofeta", "lucaro", "pemizu", "godaki", "ravune", "sotiba", "hejofu",
+            "mikaro", "dunepa",
+        ];
+        let mut inv = Inventory::new(InventoryConfig { settle_ns: 4_000_000_000, ..InventoryConfig::default() });
+        let mut ev = Vec::new();
+        for (i, n) in names.iter().enumerate() {
+            inv.observe(&obs(i as i64, "GET", &format!("/api/{n}"), 200), &mut ev);
+        }
+        assert_eq!(inv.views().iter().map(|v| v.template.as_str()).collect::<Vec<_>>(), ["/api/{id}"]);
+        for i in 0..300 {
+            inv.observe(&obs(20 + i / 10, "GET", &format!("/api/{}", names[i as usize % names.len()]), 200), &mut ev);
+        }
+        assert_eq!(inv.counters.endpoints_undone, 1);
+        let t: Vec<String> = inv.views().iter().map(|v| v.template.clone()).collect();
+        assert_eq!(t.len(), names.len(), "{t:?}");
+        assert!(t.contains(&"/api/kazomi".to_string()), "{t:?}");
+        assert_eq!(inv.endpoints, names.len());
+        assert_eq!(inv.nodes, inv.hosts.values().map(|h| h.trie.live).sum::<usize>());
+    }
 }
