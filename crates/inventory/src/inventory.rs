@@ -219,7 +219,13 @@ pub struct Inventory {
     last_at: Option<u32>,
     /// What the endpoint of the last observation was before it (for detections).
     pub last_facts: Option<apiwatch_model::EndpointFacts>,
+    /// Template variables on probation in all hosts (each keeps up to 128 value hashes):
+    /// at [`MAX_PROBATIONS`] new ones are confirmed at once.
+    probations: usize,
 }
+
+/// Variables on probation at once, all hosts together (about 2 KiB each at most).
+pub const MAX_PROBATIONS: usize = 1024;
 
 /// What `e` (None: new) knew before observation `o`, for the detections.
 fn facts(host: &str, slot: u32, e: Option<&Endpoint>, o: &Observation) -> apiwatch_model::EndpointFacts {
@@ -292,6 +298,7 @@ impl Inventory {
             findings: Vec::new(),
             last_at: None,
             last_facts: None,
+            probations: 0,
         }
     }
 
@@ -383,7 +390,9 @@ impl Inventory {
         host.last_seen = host.last_seen.max(o.ts);
         host.dirty = true;
         self.learning.merged.clear();
+        host.trie.no_probation = self.probations >= MAX_PROBATIONS;
         let at = host.trie.learn(&o.path, max_nodes, &mut self.learning);
+        self.probations += std::mem::take(&mut host.trie.probations_started);
         self.last_at = Some(at);
         self.nodes = (self.nodes + host.trie.live).saturating_sub(before);
         self.counters.nodes_capped += std::mem::take(&mut self.learning.capped);
@@ -487,11 +496,12 @@ impl Inventory {
         // Names that turned out to be values of one parameter (same sub-resources) merge
         // before their endpoints are reported.
         // Young variables that turned out to stand for names are undone.
+        self.probations = 0;
         for h in self.hosts.values_mut() {
             self.learning.merged.clear();
             self.learning.removed.clear();
             let before = h.trie.live;
-            h.trie.review(&mut self.learning);
+            self.probations += h.trie.review(&mut self.learning);
             h.trie.merge_alike(&mut self.learning);
             if h.trie.live != before {
                 self.nodes = (self.nodes + h.trie.live).saturating_sub(before);

@@ -202,6 +202,13 @@ pub struct Trie {
     changes: u64,
     #[serde(default)]
     alike_seen: u64,
+    /// Set by the owner when the probation budget is spent: new variables are then
+    /// confirmed at once.
+    #[serde(skip)]
+    pub no_probation: bool,
+    /// Probations started since the owner last looked.
+    #[serde(skip)]
+    pub probations_started: usize,
 }
 
 impl Default for Trie {
@@ -212,6 +219,8 @@ impl Default for Trie {
             live: 1,
             changes: 0,
             alike_seen: 0,
+            no_probation: false,
+            probations_started: 0,
         }
     }
 }
@@ -411,8 +420,9 @@ impl Trie {
                 ev.merged += 1;
                 if ev.learned.is_none() || ev.learned == Some(Learned::Capped) {
                     ev.learned = Some(how);
-                    if how == Learned::Cardinality {
+                    if how == Learned::Cardinality && !self.no_probation {
                         ev.probation = Some(Box::default());
+                        self.probations_started += 1;
                     }
                 }
                 if let Some(p) = ev.probation.as_mut() {
@@ -663,14 +673,17 @@ impl Trie {
     /// their record; undone ones go, with their subtree and its endpoints (`out.removed`),
     /// and their parent takes names as literals again. Their calls so far are lost: they
     /// were counted under a template that was wrong. Called with [`Trie::merge_alike`].
-    pub fn review(&mut self, out: &mut Learning) {
+    /// Returns how many variables are still on probation.
+    pub fn review(&mut self, out: &mut Learning) -> usize {
         let mut undo = Vec::new();
+        let mut pending = 0;
         for (i, n) in self.nodes.iter_mut().enumerate() {
             let Some(ev) = n.evidence.as_mut() else { continue };
             match ev.probation.as_ref().map(|p| p.verdict()) {
                 Some(Some(true)) if !n.strict => undo.push(i as u32),
                 Some(Some(_)) => ev.probation = None,
-                _ => {}
+                Some(None) => pending += 1,
+                None => {}
             }
         }
         for v in undo {
@@ -681,6 +694,7 @@ impl Trie {
             self.drop_subtree(v, out);
             self.changes += 1;
         }
+        pending
     }
 
     /// Free `at` and everything below it; their endpoint slots go to `out.removed`.
@@ -1061,5 +1075,28 @@ mod tests {
         assert_eq!(templates(&t), ["/users/{id}"]);
         let v = t.nodes[0].lits.values().next().map(|&u| t.nodes[u as usize].vars[0].1).unwrap();
         assert!(t.nodes[v as usize].evidence.as_ref().unwrap().probation.is_none(), "verdict given: values");
+    }
+
+    #[test]
+    fn without_probation_budget_a_variable_is_confirmed_at_once() {
+        let mut t = Trie { no_probation: true, ..Trie::default() };
+        for n in [
+            "kazomi", "turelo", "bivado", "nofeta", "lucaro", "pemizu", "godaki", "ravune", "sotiba", "hejofu",
+            "mikaro", "dunepa",
+        ] {
+            learn_with(&mut t, &[("GET", &format!("/api/{n}"))]);
+        }
+        assert_eq!(templates(&t), ["/api/{id}"]);
+        assert_eq!(t.probations_started, 0);
+        let mut out = Learning::default();
+        assert_eq!(t.review(&mut out), 0, "nothing on probation");
+        let mut u = Trie::default();
+        for n in [
+            "kazomi", "turelo", "bivado", "nofeta", "lucaro", "pemizu", "godaki", "ravune", "sotiba", "hejofu",
+            "mikaro", "dunepa",
+        ] {
+            learn_with(&mut u, &[("GET", &format!("/api/{n}"))]);
+        }
+        assert_eq!((u.probations_started, u.review(&mut out)), (1, 1));
     }
 }
