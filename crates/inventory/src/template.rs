@@ -55,6 +55,11 @@ pub struct Evidence {
     pub probation: Option<Box<Probation>>,
 }
 
+/// A 64-bit FNV-1a hash of a segment or a label (stable across runs and machines).
+fn fnv(s: &str) -> u64 {
+    s.bytes().fold(0xcbf2_9ce4_8422_2325u64, |h, c| (h ^ u64::from(c)).wrapping_mul(0x100_0000_01b3))
+}
+
 /// Values kept on probation at most, and calls after which the verdict is given.
 pub const PROBATION_VALUES: usize = 128;
 pub const PROBATION_CALLS: u32 = 256;
@@ -74,7 +79,7 @@ pub struct Probation {
 
 impl Probation {
     fn note(&mut self, value: &str, calls: u32) {
-        let h = value.bytes().fold(0xcbf2_9ce4_8422_2325u64, |h, c| (h ^ u64::from(c)).wrapping_mul(0x100_0000_01b3));
+        let h = fnv(value);
         self.calls = self.calls.saturating_add(calls);
         if let Some(v) = self.values.iter_mut().find(|v| v.0 == h) {
             v.1 = v.1.saturating_add(calls);
@@ -741,12 +746,10 @@ impl Trie {
     /// literals, which may be values, read as variables (so that `/{id}/versions` is the
     /// same below a value whose ids were merged and below one whose ids are still
     /// literals). Subtrees with more than [`ALIKE_MAX_NAMES`] have none (nor their
-    /// ancestors). Returns the names and whether there is any.
+    /// ancestors). Returns the names.
     fn shape(&self, at: u32, shapes: &mut Vec<Option<Shape>>, depth: usize) -> Option<Vec<u64>> {
         const K: u64 = 0x9e37_79b9_7f4a_7c15;
         let mix = |h: u64, x: u64| (h ^ x).wrapping_mul(K).rotate_left(31);
-        let bytes =
-            |s: &str| s.bytes().fold(0xcbf2_9ce4_8422_2325u64, |h, c| (h ^ u64::from(c)).wrapping_mul(0x100_0000_01b3));
         let node = &self.nodes[at as usize];
         let mut names: Vec<u64> = Vec::new();
         let (mut deep, mut whole) = (false, depth < MAX_SEGMENTS);
@@ -755,7 +758,7 @@ impl Trie {
         for (label, c) in children {
             let n = &self.nodes[c as usize];
             let name = !n.var && n.keep;
-            let key = if name { bytes(label) } else { bytes("{}") ^ bytes(split_ext(&n.label).1) };
+            let key = if name { fnv(label) } else { fnv("{}") ^ fnv(split_ext(&n.label).1) };
             let Some(sub) = (if whole { self.shape(c, shapes, depth + 1) } else { None }) else {
                 whole = false;
                 continue;
