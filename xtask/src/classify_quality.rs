@@ -721,15 +721,7 @@ pub fn run(root: &Path, docs: usize, presidio_python: Option<&Path>) -> Result<(
 
 /// A Python with Faker (PyPI): a virtualenv in `dir`, made the first time.
 pub fn faker_python(dir: &Path) -> Result<std::path::PathBuf> {
-    let py = dir.join("bin/python");
-    let works =
-        |py: &Path| Command::new(py).args(["-c", "import faker"]).output().map(|o| o.status.success()).unwrap_or(false);
-    if !works(&py) {
-        println!("installing Faker into {} (once)", dir.display());
-        crate::run(Command::new("python3").args(["-m", "venv"]).arg(dir))?;
-        crate::run(Command::new(dir.join("bin/pip")).args(["install", "-q", "faker"]))?;
-    }
-    Ok(py)
+    crate::python_with(dir, "faker", "faker")
 }
 
 /// The classifier on values made by Faker (another library's formats, per locale), put in
@@ -764,7 +756,8 @@ pub fn faker(root: &Path, python: &Path, per_kind: usize, presidio_python: Optio
         let json =
             if i % 3 == 0 && number { value.clone() } else { serde_json::Value::String(value.clone()).to_string() };
         members.push(format!("{:?}:{{{}:{json}}}", slot, serde_json::Value::String(key.clone())));
-        leaves.push(Leaf { doc: docs.len(), path: format!("$.{slot}{}", json_key(&key)), key, value, label });
+        // Faker's keys are plain identifiers: the classifier writes them `.key`.
+        leaves.push(Leaf { doc: docs.len(), path: format!("$.{slot}.{key}"), key, value, label });
         if members.len() == 8 {
             docs.push(format!("{{{}}}", members.join(",")));
             members.clear();
@@ -823,15 +816,6 @@ pub fn faker(root: &Path, python: &Path, per_kind: usize, presidio_python: Optio
         bail!("Faker values below target: {}", failed.join(", "));
     }
     Ok(())
-}
-
-/// How the classifier writes a member name in a field path.
-fn json_key(k: &str) -> String {
-    if !k.is_empty() && k.bytes().all(|c| c.is_ascii_alphanumeric() || c == b'_' || c == b'-') {
-        format!(".{k}")
-    } else {
-        format!("['{k}']")
-    }
 }
 
 /// Scan speed on JSON bodies of realistic sizes (one core; median of 5), and Presidio's
@@ -948,24 +932,7 @@ fn presidio_covers(label: &str) -> bool {
 
 /// A Python with presidio-analyzer: a virtualenv in `dir`, made (from PyPI) the first time.
 pub fn presidio_python(dir: &Path) -> Option<std::path::PathBuf> {
-    let py = dir.join("bin/python");
-    let works = |py: &Path| {
-        Command::new(py).args(["-c", "import presidio_analyzer"]).output().map(|o| o.status.success()).unwrap_or(false)
-    };
-    if py.exists() && works(&py) {
-        return Some(py);
-    }
-    println!("  installing presidio-analyzer into {} (once)", dir.display());
-    let ok = Command::new("python3").args(["-m", "venv"]).arg(dir).status().map(|s| s.success()).unwrap_or(false)
-        && Command::new(dir.join("bin/pip"))
-            .args(["install", "-q", "presidio-analyzer"])
-            .status()
-            .map(|s| s.success())
-            .unwrap_or(false);
-    if ok && works(&py) {
-        Some(py)
-    } else {
-        println!("  presidio-analyzer could not be installed: Presidio is left out");
-        None
-    }
+    crate::python_with(dir, "presidio_analyzer", "presidio-analyzer")
+        .map_err(|e| println!("  presidio-analyzer could not be installed ({e:#}): Presidio is left out"))
+        .ok()
 }

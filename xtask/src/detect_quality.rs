@@ -311,23 +311,11 @@ fn install_tools() -> Result<()> {
 /// A virtualenv under target/ with libinjection-python (from PyPI) to label wordlist
 /// requests; None, with the reason printed, when it cannot be made.
 fn libinjection(root: &Path) -> Option<std::path::PathBuf> {
-    let venv = root.join("target/venv-libinjection");
-    let python = venv.join("bin/python");
-    let ok = |c: &mut Command| c.stdout(Stdio::null()).stderr(Stdio::null()).status().is_ok_and(|s| s.success());
-    if ok(Command::new(&python).args(["-c", "import libinjection"])) {
-        return Some(python);
-    }
-    let made = ok(Command::new("python3").args(["-m", "venv"]).arg(&venv))
-        && ok(Command::new(venv.join("bin/pip")).args(["install", "-q", "libinjection-python==1.1.6"]));
-    if made {
-        Some(python)
-    } else {
-        println!(
-            "note: libinjection-python could not be installed in {}; recall over its labels is left out",
-            venv.display()
-        );
-        None
-    }
+    crate::python_with(&root.join("target/venv-libinjection"), "libinjection", "libinjection-python==1.1.6")
+        .map_err(|e| {
+            println!("note: libinjection-python could not be installed ({e:#}); recall over its labels is left out")
+        })
+        .ok()
 }
 
 /// libinjection's verdict on each (check, uri).

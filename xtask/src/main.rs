@@ -89,6 +89,30 @@ pub fn run(cmd: &mut Command) -> Result<()> {
     Ok(())
 }
 
+/// A Python that can `import module`: a virtualenv in `dir`, made the first time with
+/// `package` from PyPI (pinned as the caller writes it). Errors say what failed.
+pub fn python_with(dir: &Path, module: &str, package: &str) -> Result<PathBuf> {
+    let py = dir.join("bin/python");
+    let imports = || {
+        Command::new(&py)
+            .args(["-c", &format!("import {module}")])
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .status()
+            .is_ok_and(|s| s.success())
+    };
+    if imports() {
+        return Ok(py);
+    }
+    println!("installing {package} into {} (once)", dir.display());
+    run(Command::new("python3").args(["-m", "venv"]).arg(dir))?;
+    run(Command::new(dir.join("bin/pip")).args(["install", "-q", package]))?;
+    if !imports() {
+        bail!("{package} was installed in {} but `import {module}` fails", dir.display());
+    }
+    Ok(py)
+}
+
 /// Build the release binary and return its path.
 pub fn release_binary(root: &Path) -> Result<PathBuf> {
     run(Command::new("cargo").args(["build", "--release", "-q", "-p", "apiwatch"]).current_dir(root))?;
