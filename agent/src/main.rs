@@ -244,9 +244,9 @@ struct ReplayArgs {
     #[arg(long)]
     stats: Option<PathBuf>,
     /// Threads for flows and HTTP. 1 runs everything in one thread; 2 or more shard flows
-    /// across workers (the output is the same for a given count).
-    #[arg(long, default_value_t = 1)]
-    workers: usize,
+    /// across workers (the output is the same for a given count). At most 64.
+    #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u16).range(1..=64))]
+    workers: u16,
     /// Bytes of each body kept (content-decoded) for analyzers; 0 keeps none.
     #[arg(long, default_value_t = 64 * 1024)]
     body_sample_bytes: usize,
@@ -362,7 +362,7 @@ fn run() -> Result<ExitCode> {
                 output: a.output,
                 engine,
                 render: RenderOptions { redact: !a.no_redact },
-                workers: a.workers,
+                workers: a.workers as usize,
                 progress: !a.quiet,
                 inventory,
                 detect,
