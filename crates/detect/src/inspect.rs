@@ -245,13 +245,81 @@ fn text(b: &[u8]) -> &str {
 /// Bytes no attack can do without: a value made only of letters, digits and `_ . - @`
 /// (identifiers, numbers, slugs, e-mail addresses) is skipped, which is most values.
 fn plain(v: &[u8]) -> bool {
-    v.iter().all(|&c| c.is_ascii_alphanumeric() || matches!(c, b'_' | b'.' | b'-' | b'@'))
+    all_in(v, PLAIN)
+}
+
+/// Byte classes for the one-pass checks below (a table lookup a byte, no branches on the
+/// byte's value: these run on every path, query value and header of every request).
+const PLAIN: u8 = 1;
+/// In [`plain_path`]'s first set (`/_-@~:,+` and alphanumerics).
+const PATH_A: u8 = 2;
+/// In [`plain_path`]'s second set (`/_-.~` and alphanumerics).
+const PATH_B: u8 = 4;
+/// Makes a header value suspicious on its own.
+const LOUD: u8 = 8;
+/// Makes it suspicious depending on its neighbours (`-`, `/`, `.`).
+const PAIR: u8 = 16;
+
+static CLASS: [u8; 256] = {
+    let mut t = [0u8; 256];
+    let mut c = 0;
+    while c < 256 {
+        let b = c as u8;
+        let alnum = b.is_ascii_alphanumeric();
+        let mut k = 0;
+        if alnum || matches!(b, b'_' | b'.' | b'-' | b'@') {
+            k |= PLAIN;
+        }
+        if alnum || matches!(b, b'/' | b'_' | b'-' | b'@' | b'~' | b':' | b',' | b'+') {
+            k |= PATH_A;
+        }
+        if alnum || matches!(b, b'/' | b'_' | b'-' | b'.' | b'~') {
+            k |= PATH_B;
+        }
+        if matches!(b, b'\'' | b'"' | b'<' | b'>' | b'`' | b'$' | b'|' | b'{' | b'}' | b'%' | b'\\') {
+            k |= LOUD;
+        }
+        if matches!(b, b'-' | b'/' | b'.') {
+            k |= PAIR;
+        }
+        t[c] = k;
+        c += 1;
+    }
+    t
+};
+
+/// Whether every byte of `v` has class bit `bit`.
+fn all_in(v: &[u8], bit: u8) -> bool {
+    // AND of the classes, eight bytes a round: no early exit, which is cheaper for the
+    // short strings this sees than a branch a byte.
+    let mut acc = bit;
+    for chunk in v.chunks(8) {
+        for &c in chunk {
+            acc &= CLASS[c as usize];
+        }
+        if acc == 0 {
+            return false;
+        }
+    }
+    acc != 0
 }
 
 /// Header values are checked only when they hold a character injections need and browser
 /// or client strings do not: quotes, angle brackets, backticks, `$`, `|`, braces, `%`, or
 /// `--`, `/*`, `../` (one pass: this runs on every header of every request).
 fn suspicious_header(v: &[u8]) -> bool {
+    let mut any = 0u8;
+    for &c in v {
+        any |= CLASS[c as usize];
+    }
+    if any & LOUD != 0 {
+        return true;
+    }
+    any & PAIR != 0 && suspicious_pair(v)
+}
+
+/// The neighbour-dependent half of [`suspicious_header`].
+fn suspicious_pair(v: &[u8]) -> bool {
     v.iter().enumerate().any(|(i, &c)| match c {
         b'\'' | b'"' | b'<' | b'>' | b'`' | b'$' | b'|' | b'{' | b'}' | b'%' | b'\\' => true,
         b'-' => v.get(i + 1) == Some(&b'-'),
@@ -757,9 +825,11 @@ pub(crate) fn redact_user(u: &str) -> String {
 
 /// A path with nothing an attack needs (no `%`, `.`-runs, quotes, brackets...).
 fn plain_path(p: &str) -> bool {
-    p.bytes().all(|c| c.is_ascii_alphanumeric() || matches!(c, b'/' | b'_' | b'-' | b'@' | b'~' | b':' | b',' | b'+'))
-        || (p.bytes().all(|c| c.is_ascii_alphanumeric() || matches!(c, b'/' | b'_' | b'-' | b'.' | b'~'))
-            && !p.contains(".."))
+    let mut acc = PATH_A | PATH_B;
+    for &c in p.as_bytes() {
+        acc &= CLASS[c as usize];
+    }
+    acc & PATH_A != 0 || (acc & PATH_B != 0 && !p.contains(".."))
 }
 
 /// Both ends on loopback: the bytes never left the host.
@@ -779,7 +849,44 @@ fn push(out: &mut Inspection, signature: &'static str, location: &str, signs: Ve
 
 #[cfg(test)]
 mod quick_checks {
-    use super::{login_like, suspicious_header};
+    use super::{login_like, plain, plain_path, suspicious_header};
+
+    /// The table-driven checks agree with their definitions on every byte, alone and in
+    /// the pairs that matter.
+    #[test]
+    fn byte_classes_match_their_definitions() {
+        let plain_ref = |v: &[u8]| v.iter().all(|&c| c.is_ascii_alphanumeric() || matches!(c, b'_' | b'.' | b'-' | b'@'));
+        let path_ref = |p: &[u8]| {
+            p.iter().all(|&c| c.is_ascii_alphanumeric() || matches!(c, b'/' | b'_' | b'-' | b'@' | b'~' | b':' | b',' | b'+'))
+                || (p.iter().all(|&c| c.is_ascii_alphanumeric() || matches!(c, b'/' | b'_' | b'-' | b'.' | b'~'))
+                    && !p.windows(2).any(|w| w == b".."))
+        };
+        let header_ref = |v: &[u8]| {
+            v.iter().enumerate().any(|(i, &c)| match c {
+                b'\'' | b'"' | b'<' | b'>' | b'`' | b'$' | b'|' | b'{' | b'}' | b'%' | b'\\' => true,
+                b'-' => v.get(i + 1) == Some(&b'-'),
+                b'/' => v.get(i + 1) == Some(&b'*') && (i == 0 || v[i - 1] != b'*'),
+                b'.' => v.get(i + 1..i + 3) == Some(b"./"),
+                _ => false,
+            })
+        };
+        let mut cases: Vec<Vec<u8>> = vec![Vec::new()];
+        for a in 0..=255u8 {
+            cases.push(vec![a]);
+            cases.push(b"abcdefgh/ijk".iter().copied().chain([a]).collect());
+            for b in [b'-', b'/', b'.', b'*', b'a'] {
+                cases.push(vec![a, b]);
+                cases.push(vec![b, a, b'/']);
+            }
+        }
+        for v in &cases {
+            assert_eq!(plain(v), plain_ref(v), "plain {v:?}");
+            assert_eq!(suspicious_header(v), header_ref(v), "header {v:?}");
+            if let Ok(p) = std::str::from_utf8(v) {
+                assert_eq!(plain_path(p), path_ref(v), "path {v:?}");
+            }
+        }
+    }
 
     #[test]
     fn login_paths() {
