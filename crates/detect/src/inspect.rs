@@ -855,11 +855,13 @@ mod quick_checks {
     /// the pairs that matter.
     #[test]
     fn byte_classes_match_their_definitions() {
-        let plain_ref = |v: &[u8]| v.iter().all(|&c| c.is_ascii_alphanumeric() || matches!(c, b'_' | b'.' | b'-' | b'@'));
+        let plain_ref =
+            |v: &[u8]| v.iter().all(|&c| c.is_ascii_alphanumeric() || matches!(c, b'_' | b'.' | b'-' | b'@'));
         let path_ref = |p: &[u8]| {
-            p.iter().all(|&c| c.is_ascii_alphanumeric() || matches!(c, b'/' | b'_' | b'-' | b'@' | b'~' | b':' | b',' | b'+'))
-                || (p.iter().all(|&c| c.is_ascii_alphanumeric() || matches!(c, b'/' | b'_' | b'-' | b'.' | b'~'))
-                    && !p.windows(2).any(|w| w == b".."))
+            p.iter().all(|&c| {
+                c.is_ascii_alphanumeric() || matches!(c, b'/' | b'_' | b'-' | b'@' | b'~' | b':' | b',' | b'+')
+            }) || (p.iter().all(|&c| c.is_ascii_alphanumeric() || matches!(c, b'/' | b'_' | b'-' | b'.' | b'~'))
+                && !p.windows(2).any(|w| w == b".."))
         };
         let header_ref = |v: &[u8]| {
             v.iter().enumerate().any(|(i, &c)| match c {
