@@ -10,6 +10,40 @@ macro_rules! key {
     };
 }
 
+/// Append `b` to `out`. Keys and most values here are short: those are copied inline by
+/// two overlapping fixed-size copies (a few instructions) instead of a call to `memcpy`,
+/// which took a fifth of the time spent rendering a transaction.
+#[inline(always)]
+pub(crate) fn put(out: &mut Vec<u8>, b: &[u8]) {
+    let n = b.len();
+    if !(4..=32).contains(&n) {
+        out.extend_from_slice(b);
+        return;
+    }
+    out.reserve(32);
+    let len = out.len();
+    let src = b.as_ptr();
+    // SAFETY: `reserve(32)` leaves room for at least 32 more bytes after `len`, and
+    // 4 <= n <= 32: every copy below writes inside `[len, len + n)` of that room and reads
+    // inside `b` (`n - 16 >= 0` where 16-byte copies are made, and so on). `b` cannot
+    // overlap the spare capacity of `out` (it is a shared borrow while `out` is borrowed
+    // mutably). The `n` bytes are all written before the length is set.
+    unsafe {
+        let dst = out.as_mut_ptr().add(len);
+        if n >= 16 {
+            std::ptr::copy_nonoverlapping(src, dst, 16);
+            std::ptr::copy_nonoverlapping(src.add(n - 16), dst.add(n - 16), 16);
+        } else if n >= 8 {
+            std::ptr::copy_nonoverlapping(src, dst, 8);
+            std::ptr::copy_nonoverlapping(src.add(n - 8), dst.add(n - 8), 8);
+        } else {
+            std::ptr::copy_nonoverlapping(src, dst, 4);
+            std::ptr::copy_nonoverlapping(src.add(n - 4), dst.add(n - 4), 4);
+        }
+        out.set_len(len + n);
+    }
+}
+
 pub struct JsonWriter<'a> {
     out: &'a mut Vec<u8>,
     /// Whether the next value in the current container needs a comma first.
@@ -21,6 +55,7 @@ impl<'a> JsonWriter<'a> {
         JsonWriter { out, need_comma: false }
     }
 
+    #[inline(always)]
     fn sep(&mut self) {
         if self.need_comma {
             self.out.push(b',');
@@ -61,11 +96,12 @@ impl<'a> JsonWriter<'a> {
 
     /// Write a key given as its full JSON text, quotes and colon included (see [`key!`]):
     /// one copy instead of three.
+    #[inline(always)]
     pub fn key_raw(&mut self, quoted: &[u8]) {
         if self.need_comma {
             self.out.push(b',');
         }
-        self.out.extend_from_slice(quoted);
+        put(self.out, quoted);
         self.need_comma = false;
     }
 
@@ -73,11 +109,13 @@ impl<'a> JsonWriter<'a> {
         self.bytes(s.as_bytes());
     }
 
+    #[inline]
     pub fn bytes(&mut self, b: &[u8]) {
         self.sep();
         escape_into(self.out, b);
     }
 
+    #[inline]
     pub fn u64(&mut self, v: u64) {
         self.sep();
         push_u64(self.out, v);
@@ -118,17 +156,34 @@ impl<'a> JsonWriter<'a> {
 }
 
 pub(crate) fn push_u64(out: &mut Vec<u8>, mut v: u64) {
-    let mut buf = [0u8; 20];
-    let mut i = buf.len();
-    loop {
-        i -= 1;
-        buf[i] = b'0' + (v % 10) as u8;
-        v /= 10;
-        if v == 0 {
-            break;
-        }
+    // Two digits a step, from a table, written straight into the vector's spare room.
+    const PAIRS: &[u8; 200] = b"0001020304050607080910111213141516171819\
+2021222324252627282930313233343536373839\
+4041424344454647484950515253545556575859\
+6061626364656667686970717273747576777879\
+8081828384858687888990919293949596979899";
+    let n = v.checked_ilog10().unwrap_or(0) as usize + 1;
+    out.reserve(20);
+    let spare = &mut out.spare_capacity_mut()[..n];
+    let mut i = n;
+    while v >= 100 {
+        let d = (v % 100) as usize * 2;
+        v /= 100;
+        i -= 2;
+        spare[i].write(PAIRS[d]);
+        spare[i + 1].write(PAIRS[d + 1]);
     }
-    out.extend_from_slice(&buf[i..]);
+    if v >= 10 {
+        let d = v as usize * 2;
+        spare[0].write(PAIRS[d]);
+        spare[1].write(PAIRS[d + 1]);
+    } else {
+        spare[0].write(b'0' + v as u8);
+    }
+    let len = out.len();
+    // SAFETY: the `n` bytes after `len` were all written above (digits fill `spare` from
+    // its end down to index 0, `n` being the number of digits of `v`).
+    unsafe { out.set_len(len + n) };
 }
 
 /// Bytes that need escaping in a JSON string, or start a non-ASCII sequence.
@@ -159,17 +214,48 @@ fn clean_prefix(b: &[u8]) -> usize {
         }
         i += 8;
     }
+    // The last bytes, as one overlapping word when there are eight or more (the common
+    // case: a clean string ends clean).
+    if i < b.len() && b.len() >= 8 && i + 8 > b.len() {
+        let t = &b[b.len() - 8..];
+        let x = u64::from_le_bytes([t[0], t[1], t[2], t[3], t[4], t[5], t[6], t[7]]);
+        let below = x.wrapping_sub(ONES * 0x20) & !x;
+        let q = x ^ (ONES * b'"' as u64);
+        let bs = x ^ (ONES * b'\\' as u64);
+        let zero = |v: u64| v.wrapping_sub(ONES) & !v;
+        if (below | zero(q) | zero(bs) | x) & HIGH == 0 {
+            return b.len();
+        }
+    }
     i + b[i..].iter().position(|&c| SPECIAL[c as usize]).unwrap_or(b.len() - i)
 }
 
 /// Write `b` as a JSON string literal.
+#[inline]
 pub(crate) fn escape_into(out: &mut Vec<u8>, b: &[u8]) {
+    // Most strings need no escaping: one check, one copy.
+    let clean = clean_prefix(b);
+    if clean == b.len() {
+        out.reserve(b.len() + 2);
+        out.push(b'"');
+        put(out, b);
+        out.push(b'"');
+        return;
+    }
+    escape_slow(out, b, clean);
+}
+
+/// [`escape_into`] for a string with something to escape from `clean` on.
+#[cold]
+#[inline(never)]
+fn escape_slow(out: &mut Vec<u8>, b: &[u8], clean: usize) {
     out.push(b'"');
-    let mut rest = b;
+    put(out, &b[..clean]);
+    let mut rest = &b[clean..];
     while !rest.is_empty() {
         // Longest prefix that needs no escaping (printable ASCII).
         let clean = clean_prefix(rest);
-        out.extend_from_slice(&rest[..clean]);
+        put(out, &rest[..clean]);
         rest = &rest[clean..];
         let Some(&c) = rest.first() else { break };
         if c >= 0x80 {
@@ -222,6 +308,27 @@ mod tests {
         assert_eq!(s, "\"a\\\"b\\\\c\\n\\u0001\\u00ffééz\"".replace("éé", "é"));
         let v: serde_json::Value = serde_json::from_str(&s).unwrap();
         assert_eq!(v.as_str().unwrap(), "a\"b\\c\n\u{1}\u{ff}éz");
+    }
+
+    #[test]
+    fn numbers_and_short_copies() {
+        let mut vals = vec![0u64, 1, 9, 10, 11, 99, 100, 101, 999, 1000, u64::MAX, u64::MAX / 10];
+        for p in 0..20 {
+            let x = 10u64.pow(p);
+            vals.extend([x - 1, x, x + 1, (x / 3).saturating_mul(7)]);
+        }
+        for v in vals {
+            let mut out = b"x".to_vec();
+            push_u64(&mut out, v);
+            assert_eq!(out, format!("x{v}").as_bytes());
+        }
+        for n in 0..80 {
+            let src: Vec<u8> = (0..n as u8).map(|i| b'a' + i % 26).collect();
+            let mut out = b"head".to_vec();
+            put(&mut out, &src);
+            assert_eq!(&out[..4], b"head");
+            assert_eq!(&out[4..], &src[..]);
+        }
     }
 
     #[test]
