@@ -794,9 +794,16 @@ impl Inspector {
                     *evidence =
                         mask_numbers(&format!("{}: {}", String::from_utf8_lossy(n), String::from_utf8_lossy(v)), 120);
                 }
+                // Every answer of most servers carries one of these, spelled so.
+                let location = match n {
+                    b"Server" => Cow::Borrowed("response:header:Server"),
+                    b"server" => Cow::Borrowed("response:header:server"),
+                    b"X-Powered-By" => Cow::Borrowed("response:header:X-Powered-By"),
+                    _ => format!("response:header:{}", String::from_utf8_lossy(n)).into(),
+                };
                 out.signals.push(Signal {
                     rule: RuleId::VersionDisclosure,
-                    location: format!("response:header:{}", String::from_utf8_lossy(n)).into(),
+                    location,
                     signs: Cow::Borrowed(&["versioned_software"]),
                     evidence: evidence.clone().into(),
                 });
