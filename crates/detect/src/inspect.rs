@@ -122,16 +122,18 @@ impl Traits {
         if b.first().is_none_or(|&c| c != b'{' && c != b'[') {
             return;
         }
-        static LOWER: std::sync::LazyLock<memchr::memmem::Finder<'static>> =
-            std::sync::LazyLock::new(|| memchr::memmem::Finder::new(b"id\":"));
-        static UPPER: std::sync::LazyLock<memchr::memmem::Finder<'static>> =
-            std::sync::LazyLock::new(|| memchr::memmem::Finder::new(b"Id\":"));
-        // `id":` (`"id"`, `"order_id"`), then `Id":` (`"userId"`) when the body has an `I`.
-        let upper = memchr::memchr(b'I', b).is_some();
-        for at in LOWER.find_iter(b).chain(UPPER.find_iter(if upper { b } else { &[] })) {
+        static END: std::sync::LazyLock<memchr::memmem::Finder<'static>> =
+            std::sync::LazyLock::new(|| memchr::memmem::Finder::new(b"d\":"));
+        // One pass for member names ending `id":` (`"id"`, `"order_id"`) or `Id":`
+        // (`"userId"`), in the order they come.
+        for d in END.find_iter(b) {
+            if d < 2 || !matches!(b[d - 1], b'i' | b'I') {
+                continue;
+            }
             // `at` is the `i`: a member name ends here when it starts there or after `_` or
             // a lower-case letter (camelCase).
-            let named = at >= 1 && matches!(b[at - 1], b'"' | b'_' | b'a'..=b'z');
+            let at = d - 1;
+            let named = matches!(b[at - 1], b'"' | b'_' | b'a'..=b'z');
             if !named {
                 continue;
             }

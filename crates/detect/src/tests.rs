@@ -762,6 +762,17 @@ fn objects_read_by_ids_no_response_gave() {
     };
     let t = Traits::of(&list("10.9.0.1", "/orders"));
     assert_eq!(&t.given[..t.n_given as usize], [1, 2, 3, 900]);
+    // Both spellings in one pass, in document order; other names ending in `d` are not ids.
+    let mixed = br#"{"userId": 5, "created": 7, "id": 6, "Id": 9, "x": "d\":1"}"#;
+    let t = Traits::of(&tx(
+        "10.9.0.1",
+        "GET /o HTTP/1.1\r\nHost: api\r\n\r\n",
+        b"",
+        200,
+        "Content-Type: application/json\r\n",
+        mixed,
+    ));
+    assert_eq!(&t.given[..t.n_given as usize], [5, 6, 9]);
     // Learning: clients list, then read what the list gave them (and an odd other one).
     for k in 0..40i64 {
         let c = format!("10.9.1.{}", k % 5);
