@@ -322,8 +322,7 @@ fn suspicious_header(v: &[u8]) -> bool {
 
 /// The neighbour-dependent half of [`suspicious_header`].
 fn suspicious_pair(v: &[u8]) -> bool {
-    v.iter().enumerate().any(|(i, &c)| match c {
-        b'\'' | b'"' | b'<' | b'>' | b'`' | b'$' | b'|' | b'{' | b'}' | b'%' | b'\\' => true,
+    memchr::memchr3_iter(b'-', b'/', b'.', v).any(|i| match v[i] {
         b'-' => v.get(i + 1) == Some(&b'-'),
         // `/*` opens a comment; `*/*` is a media-range wildcard (`Accept: */*`).
         b'/' => v.get(i + 1) == Some(&b'*') && (i == 0 || v[i - 1] != b'*'),

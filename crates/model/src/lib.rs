@@ -109,5 +109,11 @@ mod tests {
         assert_eq!(format_rfc3339_micros(1_700_000_000_123_456_789), "2023-11-14T22:13:20.123456Z");
         assert_eq!(format_rfc3339_micros(951_782_400_000_000_000), "2000-02-29T00:00:00.000000Z");
         assert_eq!(format_rfc3339_micros(-1_000), "1969-12-31T23:59:59.999999Z");
+        assert_eq!(format_rfc3339_micros(-1), "1969-12-31T23:59:59.999999Z");
+        assert_eq!(format_rfc3339_micros(1_709_164_800_500_000_000), "2024-02-29T00:00:00.500000Z");
+        assert_eq!(format_rfc3339_micros(951_782_400_000_001_000), "2000-02-29T00:00:00.000001Z");
+        // The ends of what nanoseconds in an i64 can say.
+        assert_eq!(format_rfc3339_micros(i64::MAX), "2262-04-11T23:47:16.854775Z");
+        assert_eq!(format_rfc3339_micros(i64::MIN), "1677-09-21T00:12:43.145224Z");
     }
 }

@@ -7,19 +7,6 @@ pub fn format_rfc3339_micros(ts_ns: i64) -> String {
     String::from_utf8(v).unwrap_or_default()
 }
 
-fn digits(out: &mut Vec<u8>, v: u64, width: usize) {
-    let mut buf = [b'0'; 20];
-    let mut x = v;
-    let mut i = buf.len();
-    while x > 0 {
-        i -= 1;
-        buf[i] = b'0' + (x % 10) as u8;
-        x /= 10;
-    }
-    let start = buf.len() - width.max(buf.len() - i);
-    out.extend_from_slice(&buf[start..]);
-}
-
 pub(crate) fn write_rfc3339_micros(out: &mut Vec<u8>, ts_ns: i64) {
     let micros = ts_ns.div_euclid(1_000);
     let secs = micros.div_euclid(1_000_000);
@@ -27,23 +14,25 @@ pub(crate) fn write_rfc3339_micros(out: &mut Vec<u8>, ts_ns: i64) {
     let days = secs.div_euclid(86_400);
     let sod = secs.rem_euclid(86_400) as u64;
     let (y, m, d) = civil_from_days(days);
-    if y < 0 {
-        out.push(b'-');
-    }
-    digits(out, y.unsigned_abs(), 4);
-    out.push(b'-');
-    digits(out, m as u64, 2);
-    out.push(b'-');
-    digits(out, d as u64, 2);
-    out.push(b'T');
-    digits(out, sod / 3600, 2);
-    out.push(b':');
-    digits(out, sod / 60 % 60, 2);
-    out.push(b':');
-    digits(out, sod % 60, 2);
-    out.push(b'.');
-    digits(out, frac, 6);
-    out.push(b'Z');
+    // Nanoseconds in an i64 span the years 1677 to 2262: always four digits, so the text
+    // has a fixed width and is filled in place, then copied once.
+    let two = |b: &mut [u8], v: u64| {
+        b[0] = b'0' + (v / 10 % 10) as u8;
+        b[1] = b'0' + (v % 10) as u8;
+    };
+    let mut b = *b"0000-00-00T00:00:00.000000Z";
+    let y = y as u64;
+    two(&mut b[0..2], y / 100);
+    two(&mut b[2..4], y % 100);
+    two(&mut b[5..7], m as u64);
+    two(&mut b[8..10], d as u64);
+    two(&mut b[11..13], sod / 3600);
+    two(&mut b[14..16], sod / 60 % 60);
+    two(&mut b[17..19], sod % 60);
+    two(&mut b[20..22], frac / 10_000);
+    two(&mut b[22..24], frac / 100 % 100);
+    two(&mut b[24..26], frac % 100);
+    out.extend_from_slice(&b);
 }
 
 /// Days since 1970-01-01 to a proleptic Gregorian date (Howard Hinnant's algorithm).
