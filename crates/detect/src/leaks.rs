@@ -27,10 +27,13 @@ const ANCHORS: &[&str] = &[
 ];
 
 pub struct Leaks {
-    /// One alternation: the regex crate's literal prefilter (Teddy) searched ordinary
-    /// bodies 16 times faster than an Aho-Corasick automaton over the same anchors (0.1
-    /// against 1.6 µs per kilobyte), and every response body goes through it.
-    anchors: regex::bytes::Regex,
+    /// Teddy, the packed SIMD searcher of aho-corasick (what the regex crate uses as its
+    /// literal prefilter) called directly: ordinary bodies are searched 16 times faster than
+    /// by an Aho-Corasick automaton over the same anchors (0.1 against 1.6 µs per
+    /// kilobyte), without a regex's per-call set-up. Every response body goes through it.
+    /// `None` where the CPU has no SIMD Teddy can use: the regex alternation instead.
+    anchors: Option<aho_corasick::packed::Searcher>,
+    anchors_regex: regex::bytes::Regex,
     patterns: Vec<(&'static str, Regex)>,
 }
 
@@ -62,8 +65,11 @@ impl Default for Leaks {
             ("laravel_whoops", r"Whoops(?:!| looks like something went wrong)".to_string()),
         ];
         Leaks {
-            anchors: regex::bytes::Regex::new(&ANCHORS.iter().map(|a| regex::escape(a)).collect::<Vec<_>>().join("|"))
-                .expect("valid anchors"),
+            anchors: aho_corasick::packed::Searcher::new(ANCHORS.iter()),
+            anchors_regex: regex::bytes::Regex::new(
+                &ANCHORS.iter().map(|a| regex::escape(a)).collect::<Vec<_>>().join("|"),
+            )
+            .expect("valid anchors"),
             // ASCII classes (bytes, no Unicode tables): cheaper to build, and traces are ASCII.
             patterns: pats
                 .into_iter()
@@ -76,7 +82,11 @@ impl Default for Leaks {
 impl Leaks {
     /// The first leak in a response body: (its kind, a masked excerpt).
     pub fn body(&self, body: &[u8]) -> Option<(&'static str, String)> {
-        if body.is_empty() || !self.anchors.is_match(body) {
+        let anchored = match &self.anchors {
+            Some(teddy) => teddy.find(body).is_some(),
+            None => self.anchors_regex.is_match(body),
+        };
+        if body.is_empty() || !anchored {
             return None;
         }
         for (name, re) in &self.patterns {
