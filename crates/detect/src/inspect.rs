@@ -837,7 +837,8 @@ fn plain_path(p: &str) -> bool {
     for &c in p.as_bytes() {
         acc &= CLASS[c as usize];
     }
-    acc & PATH_A != 0 || (acc & PATH_B != 0 && !p.contains(".."))
+    let b = p.as_bytes();
+    acc & PATH_A != 0 || (acc & PATH_B != 0 && !memchr::memchr_iter(b'.', b).any(|i| b.get(i + 1) == Some(&b'.')))
 }
 
 /// Both ends on loopback: the bytes never left the host.

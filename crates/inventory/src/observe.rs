@@ -118,17 +118,23 @@ pub enum Auth {
 impl Auth {
     /// Stable label: `none`, `basic`, `bearer`, `jwt:HS256`, `apikey:header:x-api-key`...
     pub fn label(&self) -> String {
-        match self {
-            Auth::None => "none".into(),
-            Auth::Basic => "basic".into(),
-            Auth::Bearer => "bearer".into(),
-            Auth::Jwt(alg) => format!("jwt:{alg}"),
-            Auth::Scheme(s) => format!("scheme:{s}"),
-            Auth::ApiKeyHeader(n) => format!("apikey:header:{n}"),
-            Auth::ApiKeyQuery(n) => format!("apikey:query:{n}"),
-            Auth::ApiKeyCookie(n) => format!("apikey:cookie:{n}"),
-            Auth::SessionCookie(n) => format!("session:cookie:{n}"),
-        }
+        // A prefix and a name, in one allocation of the exact size (this runs on every
+        // call; `format!` would allocate, grow, and the caller's `Box<str>` shrink).
+        let (prefix, name) = match self {
+            Auth::None => ("none", ""),
+            Auth::Basic => ("basic", ""),
+            Auth::Bearer => ("bearer", ""),
+            Auth::Jwt(alg) => ("jwt:", &**alg),
+            Auth::Scheme(s) => ("scheme:", &**s),
+            Auth::ApiKeyHeader(n) => ("apikey:header:", &**n),
+            Auth::ApiKeyQuery(n) => ("apikey:query:", &**n),
+            Auth::ApiKeyCookie(n) => ("apikey:cookie:", &**n),
+            Auth::SessionCookie(n) => ("session:cookie:", &**n),
+        };
+        let mut s = String::with_capacity(prefix.len() + name.len());
+        s.push_str(prefix);
+        s.push_str(name);
+        s
     }
 }
 
