@@ -162,7 +162,16 @@ pub(crate) fn push_u64(out: &mut Vec<u8>, mut v: u64) {
 4041424344454647484950515253545556575859\
 6061626364656667686970717273747576777879\
 8081828384858687888990919293949596979899";
-    let n = v.checked_ilog10().unwrap_or(0) as usize + 1;
+    // Most numbers here are short (ports, lengths, statuses): count their digits by
+    // comparison; `ilog10` for the rest.
+    let n = match v {
+        0..10 => 1,
+        10..100 => 2,
+        100..1_000 => 3,
+        1_000..10_000 => 4,
+        10_000..100_000 => 5,
+        _ => v.ilog10() as usize + 1,
+    };
     out.reserve(20);
     let spare = &mut out.spare_capacity_mut()[..n];
     let mut i = n;

@@ -332,16 +332,21 @@ impl Transaction {
 fn message_fields(w: &mut JsonWriter<'_>, m: &Message, opts: &RenderOptions) {
     crate::key!(w, "headers");
     w.begin_array();
-    let mut masked = Vec::new();
+    // Masked values are made in a buffer kept per thread (most requests carry one).
+    thread_local! {
+        static MASKED: std::cell::RefCell<Vec<u8>> = const { std::cell::RefCell::new(Vec::new()) };
+    }
     for (name, value) in m.head.iter() {
         w.begin_object();
         crate::key!(w, "name");
         w.bytes(name);
         crate::key!(w, "value");
         if opts.redact && is_secret(name) {
-            masked.clear();
-            mask_value(name, value, &mut masked);
-            w.bytes(&masked);
+            MASKED.with_borrow_mut(|masked| {
+                masked.clear();
+                mask_value(name, value, masked);
+                w.bytes(masked);
+            });
         } else {
             w.bytes(value);
         }
