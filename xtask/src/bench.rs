@@ -367,13 +367,14 @@ fn bench_file(bin: &Path, name: &str, file: &Path, quick: bool) -> Result<()> {
         tshark_secs / ours_slice_bare2
     );
     // What a ratio to tshark asks of this machine: the bare read loops bound every tool.
-    let ts_gbps = gbps(slice_size, tshark_secs);
+    let (ts_gbps, lp_gbps) = (gbps(slice_size, tshark_secs), gbps(size, lp));
+    let hundredfold = 100.0 * ts_gbps;
     println!(
         "  scale: the libpcap read loop is {:.0}x tshark's fields and our bare reader {:.0}x; 100x tshark would be {:.1} Gbit/s, {:.0}% of the libpcap loop",
-        gbps(size, lp) / ts_gbps,
+        lp_gbps / ts_gbps,
         gbps(size, orr) / ts_gbps,
-        100.0 * ts_gbps,
-        100.0 * ts_gbps / gbps(size, lp) * 100.0
+        hundredfold,
+        hundredfold / lp_gbps * 100.0
     );
     println!(
         "  tshark -T ek (all HTTP fields as NDJSON, like our output) on the slice: {:.3} Gbit/s: apiwatch is {:.0}x faster ({:.0}x with 2 workers)",
