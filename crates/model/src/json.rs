@@ -206,35 +206,31 @@ const SPECIAL: [bool; 256] = {
     t
 };
 
-/// Length of the prefix of `b` made of bytes that need no escaping, eight at a time.
-fn clean_prefix(b: &[u8]) -> usize {
+/// Whether the eight bytes at the start of `w` may hold one that needs escaping (a byte
+/// below 0x20, a '"', a '\\' or one with the high bit set). May say yes wrongly (the borrow
+/// of a zero test spills into the next byte), never no wrongly.
+#[inline(always)]
+fn may_need_escape(w: &[u8]) -> bool {
     const ONES: u64 = 0x0101_0101_0101_0101;
     const HIGH: u64 = 0x8080_8080_8080_8080;
+    let x = u64::from_le_bytes([w[0], w[1], w[2], w[3], w[4], w[5], w[6], w[7]]);
+    let below = x.wrapping_sub(ONES * 0x20) & !x;
+    let zero = |v: u64| v.wrapping_sub(ONES) & !v;
+    let q = zero(x ^ (ONES * b'"' as u64));
+    let bs = zero(x ^ (ONES * b'\\' as u64));
+    (below | q | bs | x) & HIGH != 0
+}
+
+/// Length of the prefix of `b` made of bytes that need no escaping, eight at a time.
+fn clean_prefix(b: &[u8]) -> usize {
     let mut i = 0;
-    while i + 8 <= b.len() {
-        let x = u64::from_le_bytes([b[i], b[i + 1], b[i + 2], b[i + 3], b[i + 4], b[i + 5], b[i + 6], b[i + 7]]);
-        // A byte below 0x20, a '"', a '\\' or a byte with the high bit set.
-        let below = x.wrapping_sub(ONES * 0x20) & !x;
-        let q = x ^ (ONES * b'"' as u64);
-        let bs = x ^ (ONES * b'\\' as u64);
-        let zero = |v: u64| v.wrapping_sub(ONES) & !v;
-        if (below | zero(q) | zero(bs) | x) & HIGH != 0 {
-            break;
-        }
+    while i + 8 <= b.len() && !may_need_escape(&b[i..]) {
         i += 8;
     }
     // The last bytes, as one overlapping word when there are eight or more (the common
     // case: a clean string ends clean).
-    if i < b.len() && b.len() >= 8 && i + 8 > b.len() {
-        let t = &b[b.len() - 8..];
-        let x = u64::from_le_bytes([t[0], t[1], t[2], t[3], t[4], t[5], t[6], t[7]]);
-        let below = x.wrapping_sub(ONES * 0x20) & !x;
-        let q = x ^ (ONES * b'"' as u64);
-        let bs = x ^ (ONES * b'\\' as u64);
-        let zero = |v: u64| v.wrapping_sub(ONES) & !v;
-        if (below | zero(q) | zero(bs) | x) & HIGH == 0 {
-            return b.len();
-        }
+    if i < b.len() && b.len() >= 8 && i + 8 > b.len() && !may_need_escape(&b[b.len() - 8..]) {
+        return b.len();
     }
     i + b[i..].iter().position(|&c| SPECIAL[c as usize]).unwrap_or(b.len() - i)
 }
